@@ -1,0 +1,62 @@
+# Two commands on a fresh clone:  `make run` (whole DAG on the demo data) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# torch is installed first, on its own. The default pin gives the CPU wheel on these machines and the
+# CUDA build from PyPI on a Linux GPU host; pick a build explicitly with e.g.
+#   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128   (or .../whl/cpu)
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+export PATH := $(BIN):$(PATH)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HOME ?= $(CURDIR)/.hf
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run flow test bench mlflow-ui prefect-server deploy clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip check
+	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+	touch $@
+
+run: install            ## the main job: the whole DAG on the demo data
+	dvc repro
+
+flow: install           ## the same DAG as a Prefect flow (ephemeral server unless PREFECT_API_URL is set)
+	python -m flows.pipeline
+
+test: install
+	@if [ -n "$$CI" ]; then python -c "import torch, sys; sys.exit('CI must use the CPU torch build, got ' + torch.__version__) if torch.version.cuda else None"; fi
+	python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	python -m benchmarks
+
+mlflow-ui: install
+	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1
+
+prefect-server: install
+	prefect server start --host 127.0.0.1 --port 4200
+
+deploy: install         ## needs `make prefect-server` in another shell
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} python -m flows.deploy
+
+clean:
+	rm -rf data/demo data/prepared data/downloads reports .prefect mlflow.db

@@ -1,0 +1,184 @@
+"""The zhnlp pipeline as a Prefect flow: one task per DVC stage, derived from dvc.yaml.
+
+Only stale stages run; independent ones run at the same time. Stage commands run
+in parallel subprocesses, while every DVC bookkeeping step goes through one
+:class:`~flows.dag.DvcWriter`, so ``dvc.lock`` ends up exactly as ``dvc repro`` would
+write it and ``dvc status`` is clean afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import flows  # noqa: F401 - sets the offline, in-project Prefect defaults
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, upstream_closure
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_PARALLEL_TASKS = 16  # thread pool size; flow.max_workers bounds running stages
+
+
+def flow_settings(root: Path = ROOT) -> dict:
+    with open(root / "params.yaml", encoding="utf-8") as fh:
+        return (yaml.safe_load(fh) or {}).get("flow", {})
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{plan.name}")
+def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaphore, env: dict, force: bool) -> dict:
+    """Run one stage if it is still stale once its upstream stages are done."""
+    logger = get_run_logger()
+    changes = writer.changes(plan.name)
+    if plan.frozen or not (changes or force):
+        return {"stage": plan.name, "status": "up to date", "seconds": 0.0}
+    if not force and _only_outputs_changed(changes) and writer.restore(plan.name):
+        logger.info("%s: outputs restored from the DVC cache", plan.name)
+        return {"stage": plan.name, "status": "restored", "seconds": 0.0}
+    with slots:
+        t0 = time.perf_counter()
+        for path, persist in plan.outs:
+            if not persist:
+                _remove(Path(path))
+        stage_env = env | {"DVC_ROOT": str(writer.root), "DVC_STAGE": plan.name}
+        for cmd in plan.cmds:
+            logger.info("%s: %s", plan.name, cmd)
+            proc = subprocess.run(cmd, shell=True, cwd=plan.wdir, env=stage_env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"stage {plan.name} failed (exit {proc.returncode}): {cmd}\n{proc.stderr[-4000:]}")
+        seconds = time.perf_counter() - t0
+    writer.commit(plan.name)
+    return {"stage": plan.name, "status": "ran", "seconds": round(seconds, 2)}
+
+
+def _only_outputs_changed(changes: list) -> bool:
+    return bool(changes) and all(isinstance(c, dict) and set(c) == {"changed outs"} for c in changes)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@flow(name="zhnlp-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TASKS), log_prints=True)
+def pipeline(
+    targets: list[str] | None = None,
+    force: bool = False,
+    max_workers: int | None = None,
+    retries: int | None = None,
+    retry_delay_seconds: float | None = None,
+    project_dir: str | None = None,
+) -> list[dict]:
+    """Reproduce the DVC pipeline (or ``targets`` and their upstream) with parallel stages."""
+    root = Path(project_dir).resolve() if project_dir else ROOT
+    settings = flow_settings(root)
+    max_workers = max_workers or settings.get("max_workers", 2)
+    retries = settings.get("retries", 0) if retries is None else retries
+    delay = settings.get("retry_delay_seconds", 10) if retry_delay_seconds is None else retry_delay_seconds
+
+    dag = load_dag(root)
+    selected = upstream_closure(dag, set(targets)) if targets else set(dag)
+    writer = DvcWriter(root)
+    candidates = selected if force else downstream_closure(dag, writer.stale()) & selected
+    logger = get_run_logger()
+    logger.info("%d of %d stages may be stale: %s", len(candidates), len(selected), sorted(candidates))
+    if not candidates:
+        _publish_summary([], dag, 0.0)
+        return []
+
+    env = os.environ | _mlflow_parent_env()
+    stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
+    slots = threading.BoundedSemaphore(max_workers)
+    futures, t0 = {}, time.perf_counter()
+    for name, plan in dag.items():  # upstream first
+        if name in candidates:
+            upstream = [futures[u] for u in plan.upstream if u in futures]
+            futures[name] = stage_task.submit(plan, writer, slots, env, force, wait_for=upstream)
+    for fut in futures.values():
+        fut.wait()
+    results = [_result(name, fut.state) for name, fut in futures.items()]
+    _finish_mlflow_parent(env, failed=any(r["status"] == "failed" for r in results))
+    _publish_summary(results, dag, time.perf_counter() - t0)
+    failed = [r["stage"] for r in results if r["status"] == "failed"]
+    if failed:
+        raise RuntimeError(f"stages failed: {failed}")
+    return results
+
+
+def _result(name: str, state) -> dict:
+    if state.is_completed():
+        return state.result()
+    return {"stage": name, "status": "failed" if state.is_failed() or state.is_crashed() else state.name.lower(), "seconds": 0.0}
+
+
+def _mlflow_parent_env() -> dict:
+    """Create the MLflow parent run of this execution; stages find it through the environment."""
+    import mlflow
+
+    from stages.common import PIPELINE_RUN_ENV, PREFECT_RUN_ENV, ensure_experiment, git_commit, setup_env
+
+    setup_env()
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        ensure_experiment(client),
+        run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={"zhnlp.trigger": "prefect", "prefect.flow_run_id": str(flow_run.id), "git.commit": git_commit()},
+    )
+    return {PIPELINE_RUN_ENV: run.info.run_id, PREFECT_RUN_ENV: str(flow_run.id), "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+
+
+def _finish_mlflow_parent(env: dict, failed: bool) -> None:
+    import mlflow
+
+    from stages.common import PIPELINE_RUN_ENV
+
+    mlflow.MlflowClient().set_terminated(env[PIPELINE_RUN_ENV], "FAILED" if failed else "FINISHED")
+
+
+def _publish_summary(results: list[dict], dag: dict[str, StagePlan], seconds: float) -> None:
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    lines = [
+        "# zhnlp pipeline run",
+        "",
+        f"{len(dag)} stages in dvc.yaml; {len(results)} were stale candidates; wall time {seconds:.1f} s.",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---:|",
+    ]
+    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in results]
+    lines += ["", "Totals: " + (", ".join(f"{k}: {v}" for k, v in sorted(by_status.items())) or "nothing to do")]
+    create_markdown_artifact("\n".join(lines) + "\n", key="zhnlp-pipeline-summary", description="Stages run by this flow run")
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
+    parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--max-workers", type=int)
+    parser.add_argument("--retries", type=int)
+    parser.add_argument("--project-dir", help="the DVC project (default: this checkout)")
+    args = parser.parse_args()
+    results = pipeline(
+        targets=args.targets or None, force=args.force, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
+    )
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Shared plumbing for stage programs: environment, params, outputs and MLflow grouping.
+
+MLflow layout: one parent run per pipeline execution, one child run per stage.
+The parent is found, in order, from ``ZHNLP_PIPELINE_RUN_ID`` (set by the Prefect
+flow), or from the ``dvc repro`` / ``dvc exp run`` process that started this
+stage (its pid and start time form a key stored as a tag on the parent), or no
+parent at all when a stage runs by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(os.environ.get("DVC_ROOT") or Path(__file__).resolve().parents[1])
+PIPELINE_RUN_ENV = "ZHNLP_PIPELINE_RUN_ID"
+PREFECT_RUN_ENV = "ZHNLP_PREFECT_FLOW_RUN_ID"
+PIPELINE_KEY_TAG = "zhnlp.pipeline_key"
+DEFAULT_EXPERIMENT = "zhnlp"
+
+# Quiet, offline and inside the project (see ../shared/spec/environment.md); never overrides the user.
+ENV_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HOME": str(ROOT / ".hf"),
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'mlflow.db'}",
+}
+
+
+def setup_env() -> None:
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def load_params(path: Path | None = None) -> dict:
+    with open(path or ROOT / "params.yaml", encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def select(params: Mapping, dotted: str) -> Any:
+    """``select(params, "clue.tasks.tnews")``; a missing key names the full path."""
+    cur: Any = params
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise KeyError(f"params.yaml has no key {dotted!r} (missing {part!r})")
+        cur = cur[part]
+    return cur
+
+
+def stage_params(*keys: str) -> dict[str, Any]:
+    """The params a stage reads: exactly the keys it declares in dvc.yaml."""
+    params = load_params()
+    return {key: select(params, key) for key in keys}
+
+
+def resolve(path: str | Path) -> Path:
+    """A params path, relative to the project root unless absolute."""
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def flatten(obj: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {"a.b.c": value}."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def deps_hash(stage: str) -> str:
+    """sha256 over the stage's dependency hashes as DVC computes them (paths and params)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        found = [s for s in repo.index.stages if s.addressing == stage]
+        if not found:
+            return "unknown"
+        entries = []
+        for dep in found[0].deps:
+            dep.save()
+            entries.append(json.dumps(dep.dumpd(), sort_keys=True, default=str))
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
+def ensure_experiment(client) -> str:
+    """The id of ``$MLFLOW_EXPERIMENT_NAME`` (default "zhnlp"); new ones keep artifacts in ./mlartifacts."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (ROOT / "mlartifacts").as_uri() if client.tracking_uri.startswith("sqlite") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _dvc_ancestor() -> tuple[str, str] | None:
+    """(key, command) of the dvc process running this stage, if any."""
+    import psutil
+
+    proc = psutil.Process().parent()
+    while proc is not None:
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            return None
+        words = [Path(c).name for c in cmd[:4]]
+        if "dvc" in words or any(c.endswith("/dvc") or c == "-m dvc" for c in cmd[:3]):
+            return f"dvc-{proc.pid}-{proc.create_time():.3f}", " ".join(cmd)
+        proc = proc.parent()
+    return None
+
+
+def _pipeline_parent(client, experiment_id: str) -> str | None:
+    """The parent run id for this pipeline execution; created on first use."""
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    found = _dvc_ancestor()
+    if found is None:
+        return None
+    key, command = found
+    runs = client.search_runs([experiment_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1)
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={PIPELINE_KEY_TAG: key, "zhnlp.trigger": "dvc", "zhnlp.command": command, "git.commit": git_commit()},
+    )
+    return run.info.run_id
+
+
+class StageRun:
+    """The MLflow child run of one stage. Use as ``with StageRun(name, params) as run:``."""
+
+    def __init__(self, stage: str, params: Mapping[str, Any]):
+        self.stage = os.environ.get("DVC_STAGE") or stage
+        self.params = params
+        self.metrics: dict[str, float] = {}
+
+    def __enter__(self) -> "StageRun":
+        import mlflow
+
+        setup_env()
+        self._mlflow = mlflow
+        client = mlflow.MlflowClient()
+        exp_id = ensure_experiment(client)
+        mlflow.set_experiment(experiment_id=exp_id)
+        self.parent_id = _pipeline_parent(client, exp_id)
+        tags = {
+            "dvc.stage": self.stage,
+            "dvc.deps_hash": deps_hash(self.stage) if os.environ.get("DVC_STAGE") else "not-run-by-dvc",
+            "git.commit": git_commit(),
+            "zhnlp.stage_kind": self.stage.split("@")[0],
+        }
+        if os.environ.get(PREFECT_RUN_ENV):
+            tags["prefect.flow_run_id"] = os.environ[PREFECT_RUN_ENV]
+        self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_id, tags=tags)
+        flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in flatten(self.params).items()}
+        for chunk in _chunks(list(flat.items()), 90):
+            mlflow.log_params({k: str(v)[:6000] for k, v in chunk})
+        self._t0 = time.perf_counter()
+        return self
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        numeric = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.metrics.update(numeric)
+        if numeric:
+            self._mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._mlflow.log_text(text, name)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._mlflow.log_metric("stage_seconds", time.perf_counter() - self._t0)
+        self._mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+        if self.parent_id and not os.environ.get(PIPELINE_RUN_ENV):
+            # A dvc-started parent has no end hook: each child marks it finished so far.
+            self._mlflow.MlflowClient().set_terminated(self.parent_id, "FAILED" if exc_type else "FINISHED")
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@contextmanager
+def timed() -> Iterator[dict]:
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+
+
+def fail(message: str) -> None:
+    """Exit with a one-line error, no traceback (for expected input problems)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def publish_prep_report(run: StageRun, report: str, stats: list, rejected: dict, metrics_path: Path, lengths_path: Path) -> dict:
+    """Write a prepare stage's metrics and length plot; log them, the data report and sample rows."""
+    metrics = {s.split: s.metrics() for s in stats} | rejected
+    write_json(metrics_path, metrics)
+    write_json(lengths_path, [row for s in stats for row in s.histogram()])
+    run.log_metrics(metrics)
+    run.log_text(report, "data_report.md")
+    samples = [json.dumps(r, ensure_ascii=False, default=str) for s in stats for r in s.samples]
+    run.log_text("\n".join(samples) + "\n", "sample_rows.jsonl")
+    print(report)
+    return metrics

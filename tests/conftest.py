@@ -1,0 +1,75 @@
+"""Shared fixtures: isolated project copies, and one Prefect test harness per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/shared_data.py
+
+# Keep every tool's state out of $HOME and off the network, for this process and its children.
+_STATE = Path(os.environ.get("PYTEST_STATE_DIR", "/tmp")) / f"zhnlp-tests-{os.getpid()}"
+for key, value in {
+    "PREFECT_HOME": str(_STATE / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{_STATE / 'mlflow.db'}",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HOME": str(_STATE / "hf"),
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ[key] = value
+os.environ.pop("PREFECT_API_URL", None)
+_STATE.mkdir(parents=True, exist_ok=True)
+
+
+def project_files() -> list[str]:
+    """The files of this checkout a project copy needs: git-tracked or untracked but not ignored."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    return [f for f in out if f and not f.startswith(("tests/", "benchmarks/")) and (ROOT / f).is_file()]
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git + DVC project with this checkout's code, params, dvc.yaml and dvc.lock."""
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    git = ["git", "-c", "user.name=zhnlp-tests", "-c", "user.email=tests@zhnlp.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "project copy"], cwd=dest, check=True)
+    return dest
+
+
+def project_env(project: Path, **extra: str) -> dict:
+    """Environment for stage subprocesses of a project copy: its own MLflow store and Prefect home."""
+    bin_dir = str(Path(sys.executable).parent)
+    return os.environ | {
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "zhnlp-tests",
+        "GIT_AUTHOR_EMAIL": "tests@zhnlp.invalid",
+        "GIT_COMMITTER_NAME": "zhnlp-tests",
+        "GIT_COMMITTER_EMAIL": "tests@zhnlp.invalid",
+    } | extra
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

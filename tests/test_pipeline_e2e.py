@@ -1,0 +1,164 @@
+"""End to end on the demo data: `dvc repro`, then the Prefect flow, checked through DVC and MLflow.
+
+Real DVC, real MLflow (a SQLite store per project copy) and real Prefect (its test harness).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import make_project, project_env
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["dvc", *args], cwd=project, env=project_env(project), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def ran_stages(output: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '"))
+
+
+def all_stages(project: Path) -> list[str]:
+    return sorted(dvc(project, "stage", "list", "--name-only").stdout.split())
+
+
+def runs(project: Path) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("zhnlp")
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def children_of(all_runs: list, parent_id: str) -> list:
+    return [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("e2e") / "project")
+
+
+def test_dvc_repro_builds_everything_and_matches_the_committed_lock(project):
+    committed_lock = (project / "dvc.lock").read_text()
+    out = dvc(project, "repro").stdout
+    assert ran_stages(out) == all_stages(project)
+    assert (project / "dvc.lock").read_text() == committed_lock, "dvc.lock differs from the committed one: run `dvc repro` and commit"
+    assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
+
+    tnews = pq.read_table(project / "data/prepared/clue/tnews/train.parquet")
+    assert tnews.num_rows > 100 and tnews.schema.names[:4] == ["id", "text_a", "text_b", "label"]
+    assert pq.read_table(project / "data/prepared/clue/tnews/test.parquet").column("label").null_count > 0
+    ape = pq.read_table(project / "data/prepared/ape210k/train.parquet").to_pylist()
+    assert ape and not any(r["equation"].startswith("x=") for r in ape)
+    lccc = pq.read_table(project / "data/prepared/lccc/train.parquet").to_pylist()
+    assert lccc and all(len(r["turns"]) >= 2 for r in lccc)
+
+    metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    flat = json.dumps(metrics)
+    assert "reports/prepare_ape210k/metrics.json" in flat and "dropped_rows" in flat
+
+
+def test_every_stage_logged_one_child_run_under_one_dvc_parent(project):
+    all_runs = runs(project)
+    parents = [r for r in all_runs if r.data.tags.get("zhnlp.trigger") == "dvc"]
+    assert len(parents) == 1
+    children = children_of(all_runs, parents[0].info.run_id)
+    assert sorted(r.data.tags["dvc.stage"] for r in children) == all_stages(project)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert len(run.data.tags["dvc.deps_hash"]) == 64
+        assert run.data.tags["git.commit"].startswith(head)
+        assert "stage_seconds" in run.data.metrics
+    tnews = next(r for r in children if r.data.tags["dvc.stage"] == "prepare_clue@tnews")
+    assert tnews.data.params["clue.tasks.tnews.text_a"] == "sentence"
+    assert tnews.data.metrics["train.rows"] > 100
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(tnews.info.run_id)}
+    assert {"data_report.md", "sample_rows.jsonl"} <= artifacts
+    assert not (project / "mlruns").exists()
+
+
+def test_second_repro_is_a_noop_and_logs_nothing(project):
+    before = len(runs(project))
+    out = dvc(project, "repro").stdout
+    assert ran_stages(out) == []
+    assert len(runs(project)) == before
+
+
+def test_one_task_param_reruns_only_that_task(project):
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["clue"]["tasks"]["csl"]["list_join"] = "，"
+    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    out = dvc(project, "repro").stdout
+    assert ran_stages(out) == ["prepare_clue@csl"]
+    row = pq.read_table(project / "data/prepared/clue/csl/train.parquet").slice(0, 1).to_pylist()[0]
+    assert "，" in row["text_a"]
+
+
+def test_dvc_exp_run_with_set_param(project):
+    subprocess.run(["git", "commit", "-qam", "csl list_join"], cwd=project, env=project_env(project), check=True)
+    out = dvc(project, "exp", "run", "-S", "clue.tasks.ocnli.drop_labels=['-','neutral']").stdout
+    assert ran_stages(out) == ["prepare_clue@ocnli"]
+    labels = set(pq.read_table(project / "data/prepared/clue/ocnli/train.parquet").column("label").to_pylist())
+    assert labels == {"entailment", "contradiction"}
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    assert shown, "dvc exp show lists the experiment"
+
+
+def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project, prefect_harness, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import pipeline
+
+    # `exp run` left its params in the workspace; go back to the committed ones.
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    dvc(project, "repro")
+    lock_by_repro = (project / "dvc.lock").read_text()
+    # Make every stage stale with nothing to restore: delete outputs and the cache.
+    for rel in ("data/demo", "data/prepared", ".dvc/cache"):
+        subprocess.run(["rm", "-rf", str(project / rel)], check=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+
+    results = pipeline(project_dir=str(project), max_workers=2)
+    assert sorted(r["stage"] for r in results if r["status"] == "ran") == all_stages(project)
+    assert (project / "dvc.lock").read_text() == lock_by_repro
+    assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
+
+    all_runs = runs(project)
+    (parent,) = [r for r in all_runs if r.data.tags.get("zhnlp.trigger") == "prefect"]
+    children = children_of(all_runs, parent.info.run_id)
+    assert sorted(r.data.tags["dvc.stage"] for r in children) == all_stages(project)
+    assert {r.data.tags["prefect.flow_run_id"] for r in children} == {parent.data.tags["prefect.flow_run_id"]}
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children if "prepare_clue" in r.data.tags["dvc.stage"])
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "independent stages should overlap in time"
+
+    async def summary():
+        async with get_client() as client:
+            return await client.read_latest_artifacts(limit=50)
+
+    import asyncio
+
+    artifacts = [a for a in asyncio.run(summary()) if a.key == "zhnlp-pipeline-summary"]
+    assert artifacts and "prepare_clue@tnews | ran" in artifacts[0].data
+
+    # Up to date now: nothing runs. Then one param change runs exactly that stage.
+    assert [r for r in pipeline(project_dir=str(project)) if r["status"] == "ran"] == []
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["clue"]["tasks"]["tnews"]["list_join"] = "、"
+    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    assert [r["stage"] for r in pipeline(project_dir=str(project)) if r["status"] == "ran"] == ["prepare_clue@tnews"]
+    assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
+
