@@ -68,9 +68,15 @@ def stage_params(*keys: str) -> dict[str, Any]:
 
 
 def resolve(path: str | Path) -> Path:
-    """A params path, relative to the project root unless absolute."""
+    """A params path (relative to the project root unless absolute), as the stage should name it.
+
+    Relative paths stay relative to the root, so quarantine files and messages do not
+    depend on where the project is checked out.
+    """
     p = Path(path)
-    return p if p.is_absolute() else ROOT / p
+    if p.is_absolute():
+        return p
+    return Path(os.path.relpath(ROOT / p)) if Path.cwd().resolve() == ROOT.resolve() else ROOT / p
 
 
 def write_json(path: Path, obj: Any) -> None:
