@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas  # noqa: F401 - pyarrow imports it on the first Table.from_pylist (~0.3 s); stages have it via mlflow
 import yaml
 
 from zhnlp.ape210k import APE_SCHEMA, iter_problems

@@ -6,7 +6,10 @@ from ``dvc.yaml`` through DVC's own index.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +27,21 @@ class StagePlan:
     frozen: bool = False
 
 
+@contextmanager
+def open_repo(root: str | Path) -> Iterator[Repo]:
+    """The DVC repo, opened from its root: DVC names stages and targets relative to the cwd."""
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        with Repo(str(root)) as repo:
+            yield repo
+    finally:
+        os.chdir(previous)
+
+
 def load_dag(root: Path) -> dict[str, StagePlan]:
     """Every pipeline stage of dvc.yaml, in an order where upstream comes first."""
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         graph = repo.index.graph  # edges point from a stage to its dependencies
         order = list(reversed(list(nx.topological_sort(graph))))
         plans = {}
@@ -77,17 +92,17 @@ class DvcWriter:
         self.lock = threading.Lock()
 
     def stale(self) -> set[str]:
-        with self.lock, Repo(self.root) as repo:
+        with self.lock, open_repo(self.root) as repo:
             return set(repo.status())
 
     def changes(self, name: str) -> list:
         """DVC's status entries for one stage; empty when up to date."""
-        with self.lock, Repo(self.root) as repo:
+        with self.lock, open_repo(self.root) as repo:
             return repo.status(targets=[name]).get(name, [])
 
     def restore(self, name: str) -> bool:
         """Check the stage's outputs out of the cache when only they changed; True if now up to date."""
-        with self.lock, Repo(self.root) as repo:
+        with self.lock, open_repo(self.root) as repo:
             try:
                 repo.checkout(targets=[name], force=True)
             except Exception:  # noqa: BLE001 - missing cache entries just mean "run it"
@@ -96,7 +111,7 @@ class DvcWriter:
 
     def commit(self, name: str) -> None:
         """Hash and cache the stage's outputs and write its dvc.lock entry (and run-cache)."""
-        with self.lock, Repo(self.root) as repo:
+        with self.lock, open_repo(self.root) as repo:
             repo.commit(name, force=True)
             stage = next(s for s in repo.index.stages if s.addressing == name)
             repo.stage_cache.save(stage)

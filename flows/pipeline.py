@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaph
         logger.info("%s: outputs restored from the DVC cache", plan.name)
         return {"stage": plan.name, "status": "restored", "seconds": 0.0}
     with slots:
-        t0 = time.perf_counter()
+        started, t0 = time.time(), time.perf_counter()
         for path, persist in plan.outs:
             if not persist:
                 _remove(Path(path))
@@ -58,7 +59,7 @@ def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaph
                 raise RuntimeError(f"stage {plan.name} failed (exit {proc.returncode}): {cmd}\n{proc.stderr[-4000:]}")
         seconds = time.perf_counter() - t0
     writer.commit(plan.name)
-    return {"stage": plan.name, "status": "ran", "seconds": round(seconds, 2)}
+    return {"stage": plan.name, "status": "ran", "seconds": round(seconds, 2), "started": started, "finished": started + seconds}
 
 
 def _only_outputs_changed(changes: list) -> bool:
@@ -98,7 +99,9 @@ def pipeline(
         _publish_summary([], dag, 0.0)
         return []
 
-    env = os.environ | _mlflow_parent_env()
+    # Stage commands say `python`: make that the interpreter running this flow.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = os.environ | {"PATH": path} | _mlflow_parent_env()
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
     slots = threading.BoundedSemaphore(max_workers)
     futures, t0 = {}, time.perf_counter()
