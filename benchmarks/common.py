@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,6 @@ def run_child(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> ChildRun:
 
 def _drain(proc: subprocess.Popen) -> tuple[str, str]:
     """Read both pipes to EOF without reaping the child (communicate() would wait on it)."""
-    import threading
-
     chunks: dict[str, str] = {}
 
     def read(name, pipe):

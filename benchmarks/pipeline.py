@@ -100,7 +100,11 @@ def flow_phases(output: str, started: datetime, seconds: float) -> dict | None:
 
 def run(repeat: int, tmp: Path) -> dict:
     project = Project(tmp)
-    out: dict = {"repeat": repeat, "stages": len(project.dvc("stage", "list", "--name-only")[1].split())}
+    out: dict = {
+        "repeat": repeat,
+        "project_commit": project.timed("git", "rev-parse", "HEAD")[1].strip(),  # what the clone holds
+        "stages": len(project.dvc("stage", "list", "--name-only")[1].split()),
+    }
 
     print("  pipeline: full dvc repro on the fresh clone", flush=True)
     committed_lock = (project.dir / "dvc.lock").read_text(encoding="utf-8")
@@ -164,4 +168,4 @@ def summary(r: dict) -> str:
     ]
     table = format_table(["measurement", "seconds", "baseline", "ratio", "status clean"], rows)
     lock = "dvc.lock after the full repro: " + ("same as committed" if r["lock_matches_commit_after_repro_full"] else "DIFFERS from the committed one")
-    return f"pipeline: {r['stages']} stages, best of {r['repeat']} (seconds are wall time)\n{table}\n{lock}"
+    return f"pipeline: clone of {r['project_commit'][:7]}, {r['stages']} stages, best of {r['repeat']} (seconds are wall time)\n{table}\n{lock}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/shared_data.py
 
 # Keep every tool's state out of $HOME and off the network, for this process and its children.
-_STATE = Path(os.environ.get("PYTEST_STATE_DIR", "/tmp")) / f"zhnlp-tests-{os.getpid()}"
+_STATE = Path(tempfile.mkdtemp(prefix="zhnlp-tests-"))
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 for key, value in {
     "PREFECT_HOME": str(_STATE / "prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -30,7 +33,6 @@ for key, value in {
 }.items():
     os.environ[key] = value
 os.environ.pop("PREFECT_API_URL", None)
-_STATE.mkdir(parents=True, exist_ok=True)
 
 
 def project_files() -> list[str]:
