@@ -105,19 +105,23 @@ def git_commit() -> str:
         return "unknown"
 
 
-def deps_hash(stage: str) -> str:
-    """sha256 over the stage's dependency hashes as DVC computes them (paths and params)."""
+def dvc_deps(stage: str) -> list[dict]:
+    """The stage's dependencies with the hashes DVC computes for them (files, dirs and params)."""
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
         found = [s for s in repo.index.stages if s.addressing == stage]
-        if not found:
-            return "unknown"
         entries = []
-        for dep in found[0].deps:
+        for dep in found[0].deps if found else []:
             dep.save()
-            entries.append(json.dumps(dep.dumpd(), sort_keys=True, default=str))
-    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+            entries.append(dep.dumpd())
+    return entries
+
+
+def deps_hash(deps: list[dict]) -> str:
+    """sha256 over the stage's dependency entries: it changes exactly when DVC would rerun for a dep."""
+    lines = sorted(json.dumps(d, sort_keys=True, default=str) for d in deps)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def ensure_experiment(client) -> str:
@@ -140,8 +144,7 @@ def _dvc_ancestor() -> tuple[str, str] | None:
             cmd = proc.cmdline()
         except psutil.Error:
             return None
-        words = [Path(c).name for c in cmd[:4]]
-        if "dvc" in words or any(c.endswith("/dvc") or c == "-m dvc" for c in cmd[:3]):
+        if "dvc" in [Path(c).name for c in cmd[:4]]:  # `dvc ...`, `python .../dvc ...`, `python -m dvc ...`
             return f"dvc-{proc.pid}-{proc.create_time():.3f}", " ".join(cmd)
         proc = proc.parent()
     return None
@@ -183,20 +186,33 @@ class StageRun:
         exp_id = ensure_experiment(client)
         mlflow.set_experiment(experiment_id=exp_id)
         self.parent_id = _pipeline_parent(client, exp_id)
+        deps = dvc_deps(self.stage) if os.environ.get("DVC_STAGE") else []
         tags = {
             "dvc.stage": self.stage,
-            "dvc.deps_hash": deps_hash(self.stage) if os.environ.get("DVC_STAGE") else "not-run-by-dvc",
+            "dvc.deps_hash": deps_hash(deps) if deps else "not-run-by-dvc",
             "git.commit": git_commit(),
             "zhnlp.stage_kind": self.stage.split("@")[0],
         }
         if os.environ.get(PREFECT_RUN_ENV):
             tags["prefect.flow_run_id"] = os.environ[PREFECT_RUN_ENV]
         self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_id, tags=tags)
+        self._log_data_inputs(deps)
         flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in flatten(self.params).items()}
         for chunk in _chunks(list(flat.items()), 90):
             mlflow.log_params({k: str(v)[:6000] for k, v in chunk})
         self._t0 = time.perf_counter()
         return self
+
+    def _log_data_inputs(self, deps: list[dict]) -> None:
+        """Data dependencies become MLflow dataset inputs, with DVC's md5 as the digest (lineage)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        for dep in deps:
+            path, digest = dep.get("path"), dep.get("md5")
+            if path and digest and not path.endswith(".py"):
+                source = resolve_dataset_source(str(resolve(path)))
+                self._mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         numeric = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -83,6 +83,8 @@ def test_every_stage_logged_one_child_run_under_one_dvc_parent(project):
     tnews = next(r for r in children if r.data.tags["dvc.stage"] == "prepare_clue@tnews")
     assert tnews.data.params["clue.tasks.tnews.text_a"] == "sentence"
     assert tnews.data.metrics["train.rows"] > 100
+    inputs = {(d.dataset.name, d.dataset.digest[-4:]) for d in tnews.inputs.dataset_inputs}
+    assert inputs == {("data/demo/clue/tnews", ".dir")}, "data deps are MLflow inputs with DVC's md5"
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     artifacts = {a.path for a in client.list_artifacts(tnews.info.run_id)}
     assert {"data_report.md", "sample_rows.jsonl"} <= artifacts
