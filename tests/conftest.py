@@ -40,7 +40,8 @@ def project_files() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
-    return [f for f in out if f and not f.startswith(("tests/", "benchmarks/")) and (ROOT / f).is_file()]
+    skip = ("tests/", "benchmarks/", "data/", "models/")  # outputs are rebuilt, never copied
+    return [f for f in out if f and (not f.startswith(skip) or f.endswith(".gitignore")) and (ROOT / f).is_file()]
 
 
 def make_project(dest: Path) -> Path:

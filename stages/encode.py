@@ -1,0 +1,85 @@
+"""encode@<tokenizer>: prepared train splits (+ encode.extra_text) -> data/encoded/<tokenizer>/ Parquet shards.
+
+Schema and split rules: zhnlp/encoding.py. Metrics: reports/encode/<tokenizer>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import time
+
+from stages.common import ROOT, StageRun, fail, resolve, stage_params, write_json
+from zhnlp.encoding import CORPORA, SPLITS, TRAIN_SPLITS, EncodeConfig, encode_documents, iter_documents, iter_extra_documents
+from zhnlp.rows import BadInputError
+from zhnlp.tokenization import TokenizerError, configure_jieba, load_tokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("tokenizer")
+    name = parser.parse_args().tokenizer
+    params = stage_params("encode")
+    section = params["encode"]
+    tok_dir = ROOT / "models" / "tokenizers" / name
+    prepared = ROOT / "data" / "prepared"
+    out_dir = ROOT / "data" / "encoded" / name
+    metrics_path = ROOT / "reports" / "encode" / f"{name}.json"
+    try:
+        config = EncodeConfig.from_params(section)
+    except (KeyError, ValueError) as err:
+        fail(f"encode params: {err}")
+    extra = [dict(e, path=str(resolve(e["path"]))) if isinstance(e, dict) and "path" in e else e for e in section.get("extra_text") or []]
+
+    with StageRun(f"encode@{name}", params) as run:
+        configure_jieba(ROOT / ".jieba_cache")
+        if not tok_dir.is_dir():
+            fail(f"no tokenizer at {tok_dir}; run tokenizer@{name} first")
+        try:
+            tok = load_tokenizer(tok_dir)
+        except TokenizerError as err:
+            fail(str(err))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        skipped: dict[str, int] = {}
+        documents = itertools.chain(
+            itertools.chain.from_iterable(iter_documents(prepared, c, TRAIN_SPLITS[c]) for c in CORPORA),
+            iter_extra_documents(extra, skipped=skipped),
+        )
+        t0 = time.perf_counter()
+        try:
+            stats = encode_documents(tok, documents, out_dir, config)
+        except (BadInputError, FileNotFoundError, ValueError) as err:
+            fail(str(err))
+        seconds = time.perf_counter() - t0
+        total_tokens = sum(stats["splits"][s]["tokens"] for s in SPLITS)
+        metrics = {
+            "mode": stats["mode"],
+            "vocab_size": stats["vocab_size"],
+            "input_documents": stats["input_documents"],
+            "skipped_empty_extra_texts": skipped,
+            "empty_documents": stats["empty_documents"],
+            "windowed_documents": stats["windowed_documents"],
+            "splits": {s: {k: v for k, v in stats["splits"][s].items() if k != "shards"} | {"shards": len(stats["splits"][s]["shards"])} for s in SPLITS},
+            "encode_seconds": round(seconds, 3),
+            "tokens_per_second": round(total_tokens / seconds, 1) if seconds > 0 else 0.0,
+        }
+        write_json(metrics_path, metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if k != "mode"})
+        run.log_artifact(out_dir / "stats.json")
+        print(_summary(name, metrics))
+
+
+def _summary(name: str, m: dict) -> str:
+    lines = [f"encode {name}: mode {m['mode']}, vocab {m['vocab_size']}, {m['windowed_documents']} documents windowed, {m['encode_seconds']:.1f} s"]
+    lines.append(f"{'split':<9}{'source':<24}{'documents':>10}{'rows':>9}{'tokens':>10}")
+    for split, s in m["splits"].items():
+        for source, c in s["sources"].items():
+            lines.append(f"{split:<9}{source:<24}{c['documents']:>10}{c['rows']:>9}{c['tokens']:>10}")
+        lines.append(f"{split:<9}{'(all, ' + str(s['shards']) + ' shards)':<24}{s['documents']:>10}{s['rows']:>9}{s['tokens']:>10}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
