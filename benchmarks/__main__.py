@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, write_results
 
-BENCHMARKS = ("prepare", "pipeline")  # modules in this package with run(repeat, tmp) and summary(results)
+# Modules in this package with run(repeat, tmp) and summary(results).
+BENCHMARKS = ("prepare", "pipeline", "bench_encode", "bench_pretrain", "bench_can", "bench_generation")
 
 
 def git_commit() -> str:

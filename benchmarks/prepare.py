@@ -12,8 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmarks.common import MIB, ROOT, SHARED_DATA, bench_env, format_table, ratio, run_child
-from benchmarks.prep_worker import CORPORA, LCCC_JSON_FILE, LCCC_JSON_KEYS, input_files
+from benchmarks.common import ROOT, SHARED_DATA, bench_env, format_table, ratio, run_child
+from benchmarks.prep_worker import CORPORA, LCCC_JSON_KEYS, input_files
 
 SCALE = 10
 MODES = ("reader", "baseline")
@@ -168,7 +168,7 @@ def summary(results: dict) -> str:
             f["throughput_ratio_vs_baseline_1x"],
             f[f"throughput_ratio_vs_baseline_{x}"],
             f["reader_marginal_rows_per_s"],
-            f["reader_fixed_seconds"],
+            _shown_if_positive(f["reader_fixed_seconds"]),
         ]
         for corpus, f in results["corpora"].items()
     ]
@@ -188,7 +188,7 @@ def summary(results: dict) -> str:
     mismatched = [c for c, f in results["corpora"].items() if not (f["rows_match_baseline_1x"] and f[f"rows_match_baseline_{x}"])]
     lines = [
         f"prepare: throughput, best of {results['repeat']} (ratio = reader rows/s / baseline rows/s, same run, same files;"
-        f" marginal and fixed fitted through 1x and {x})",
+        f" marginal and fixed fitted through 1x and {x}; fixed '-' = below the noise)",
         format_table(
             ["corpus", "rows 1x", "rows/s 1x", f"rows/s {x}", "base rows/s 1x", "ratio 1x", f"ratio {x}", "marginal rows/s", "fixed s"],
             throughput,
@@ -202,3 +202,7 @@ def summary(results: dict) -> str:
     if mismatched:
         lines.append(f"WARNING: reader and baseline counted different input rows for {mismatched}")
     return "\n".join(lines)
+
+
+def _shown_if_positive(value: float | None) -> float | None:
+    return value if value is not None and value > 0 else None

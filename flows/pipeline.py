@@ -102,6 +102,8 @@ def pipeline(
     # Stage commands say `python`: make that the interpreter running this flow.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = os.environ | {"PATH": path} | _mlflow_parent_env()
+    # Parallel stages share the cores: no oversubscription unless the user asked for it.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max_workers)))
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
     slots = threading.BoundedSemaphore(max_workers)
     futures, t0 = {}, time.perf_counter()

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,7 +212,9 @@ class StageRun:
         for dep in deps:
             path, digest = dep.get("path"), dep.get("md5")
             if path and digest and not path.endswith(".py"):
-                source = resolve_dataset_source(str(resolve(path)))
+                with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
+                    warnings.simplefilter("ignore", UserWarning)
+                    source = resolve_dataset_source(str(resolve(path)))
                 self._mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

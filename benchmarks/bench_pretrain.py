@@ -1,0 +1,337 @@
+"""Pretraining throughput: our Trainer setup against a bare PyTorch loop, measured in the same run.
+
+Both sides train the same BertForMaskedLM (``pretrain.model`` from params.yaml, same seed) on
+the same shards, sampler, whole-word-mask collator, batch size, precision (bf16 on a CUDA GPU
+that has it, else fp32), AdamW (torch, decoupled weight decay on the same parameters), linear
+warm-up/decay and gradient clipping. "Ours" is ``zhnlp.pretraining.build_trainer`` exactly as the
+stage uses it, MLflow reporting included (to a scratch SQLite store); the bare loop is a
+DataLoader, forward, backward, clip, step. Each run warms up for ``--warmup`` optimizer steps and
+then measures ``--steps`` steps (non-pad tokens / wall time); runs alternate between the two
+sides, and the best of ``--repeat`` runs counts. Target: ours / bare >= 0.9.
+
+On a CUDA host a BERT-base-sized config (768 hidden, 12 layers, 12 heads, sequences packed to
+128 tokens) is also measured in bf16, with estimated MFU against the GPU's peak bf16 FLOP/s.
+
+Data: ``models/tokenizers/char`` + ``data/encoded/char`` when the pipeline has built them, else
+a WordPiece tokenizer and jieba-word-id shards made here from the demo corpora.
+
+    python -m benchmarks.bench_pretrain [--repeat 3] [--steps 30] [--warmup 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, format_table, ratio, write_results
+
+NAME = "bench_pretrain"
+TARGET_RATIO = 0.9
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
+
+
+# ---------------------------------------------------------------- data
+
+
+def _demo_texts(root: Path) -> list[str]:
+    from zhnlp.demo import write_demo_corpora
+
+    write_demo_corpora(root, seed=0, scale=1.0)
+    keys = ("sentence", "sentence1", "sentence2", "abst", "text", "original_text")
+    texts: list[str] = []
+    for path in sorted(root.rglob("*.json")):
+        if path.name == "labels.json":
+            continue
+        if path.name == "dialogues.json":
+            for split in json.loads(path.read_text(encoding="utf-8")).values():
+                texts += ["".join(t.split()) for d in split for t in d if t.strip()]
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts += [row[k] for k in keys if isinstance(row.get(k), str) and row[k].strip()]
+    return texts
+
+
+def build_demo_data(tmp: Path, max_len: int = 128) -> tuple[Path, Path]:
+    """A BERT-style WordPiece tokenizer and train shards (jieba word ids) from the demo corpora."""
+    import jieba
+    import numpy as np
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    from zhnlp.pretraining import write_shards
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.dt.tmp_dir = str(tmp)
+    texts = _demo_texts(tmp / "demo")
+    wordpiece = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=8000, min_frequency=2, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok_dir, enc_dir = tmp / "tokenizer", tmp / "encoded"
+    tokenizer = BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=True, tokenize_chinese_chars=True)
+    tokenizer.save_pretrained(str(tok_dir))
+    enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True, truncation=True, max_length=max_len)
+    rows = []
+    for text, ids, offsets, special in zip(texts, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]):
+        char_word = np.zeros(len(text), dtype=np.int64)
+        pos = 0
+        for w, word in enumerate(jieba.lcut(text, HMM=False)):
+            char_word[pos : pos + len(word)] = w
+            pos += len(word)
+        rows.append({"input_ids": ids, "word_ids": [-1 if s else int(char_word[o[0]]) for o, s in zip(offsets, special)], "source": "demo"})
+    write_shards(rows, enc_dir, "train")
+    return tok_dir, enc_dir
+
+
+def pack_shards(src_paths: list[Path], dest: Path, cls_id: int, sep_id: int, length: int = 128) -> list[Path]:
+    """Rows concatenated into [CLS] ... [SEP] sequences of exactly ``length`` tokens (word ids kept apart)."""
+    import pyarrow.parquet as pq
+
+    from zhnlp.pretraining import write_shards
+
+    packed, ids, wids, next_word = [], [], [], 0
+    for path in src_paths:
+        for row in pq.read_table(path, columns=["input_ids", "word_ids"]).to_pylist():
+            body = row["input_ids"][1:-1]
+            words = [w + next_word for w in row["word_ids"][1:-1]]
+            next_word = (max(words) + 1) if words else next_word
+            ids += body
+            wids += words
+            while len(ids) >= length - 2:
+                packed.append({"input_ids": [cls_id, *ids[: length - 2], sep_id], "word_ids": [-1, *wids[: length - 2], -1], "source": "packed"})
+                ids, wids = ids[length - 2 :], wids[length - 2 :]
+    return write_shards(packed, dest, "train")
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+def _training_params(params: dict, batch: int | None) -> dict:
+    training = dict(params["pretrain"]["training"])
+    if batch:
+        training["per_device_train_batch_size"] = batch
+    return training
+
+
+def run_trainer(tokenizer, model_params: dict, training: dict, paths: list[Path], out: Path, warmup: int, steps: int) -> dict:
+    """Our setup (build_trainer, as the stage runs it): tokens/s over the steps after the warm-up."""
+    from zhnlp.pretraining import build_trainer
+
+    shutil.rmtree(out, ignore_errors=True)
+    setup = build_trainer(
+        tokenizer, model_params, training | {"max_steps": warmup + steps}, paths, [], out,
+        report_to=["mlflow"], run_name="bench_pretrain", throughput_skip_steps=warmup, save_strategy="no",
+    )
+    setup.trainer.train()
+    summary = setup.throughput.summary()
+    return {"tokens_per_second": summary["tokens_per_second"], "mfu": summary["mfu"], "tokens": summary["train_tokens"], "seconds": summary["train_seconds"]}
+
+
+def run_bare(tokenizer, model_params: dict, training: dict, paths: list[Path], warmup: int, steps: int) -> dict:
+    """The same model, data, collator, optimizer, schedule, clipping and precision in a plain loop."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup, set_seed
+
+    from zhnlp.pretraining import (
+        ShardedTokenDataset,
+        ShardWindowSampler,
+        WholeWordMaskCollator,
+        build_model,
+        cuda_bf16,
+        flops_per_token,
+        masked_lm_loss,
+        peak_bf16_flops,
+    )
+
+    seed = int(training.get("seed", 42))
+    set_seed(seed)
+    model, _ = build_model(tokenizer, model_params)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model.to(device).train()
+    bf16 = cuda_bf16()
+    dataset = ShardedTokenDataset(paths, use_word_ids=bool(training.get("whole_word_mask", True)))
+    collator = WholeWordMaskCollator(
+        tokenizer, mlm_probability=float(training.get("mlm_probability", 0.15)), whole_word_mask=bool(training.get("whole_word_mask", True)),
+        seed=seed, pad_to_multiple_of=8 if cuda else None, max_length=model.config.max_position_embeddings,
+    )
+    workers = int(training.get("dataloader_num_workers", 2)) if cuda else 0
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=int(training["per_device_train_batch_size"]), sampler=ShardWindowSampler(dataset, seed), collate_fn=collator,
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
+    )
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": float(training.get("weight_decay", 0.0))}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=float(training["learning_rate"]), betas=(0.9, 0.999), eps=1e-8,
+    )
+    total = warmup + steps
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * float(training.get("warmup_ratio", 0.0))), total)
+    accumulation = int(training.get("gradient_accumulation_steps", 1))
+
+    def batches():
+        epoch = 0
+        while True:
+            dataset.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    stream = batches()
+    tokens, t0 = 0, None
+    for step in range(total):
+        if step == warmup:
+            if cuda:
+                torch.cuda.synchronize()
+            t0, tokens = time.perf_counter(), 0
+        micro = [next(stream) for _ in range(accumulation)]
+        n_items = sum(int((b["labels"] != -100).sum()) for b in micro)
+        for batch in micro:
+            tokens += int(batch["attention_mask"].sum())
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs = model(**batch)
+                loss = masked_lm_loss(outputs, labels, n_items)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(training.get("max_grad_norm", 1.0)))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    tps = tokens / seconds
+    _, peak = peak_bf16_flops()
+    mfu = tps * flops_per_token(model, dataset.mean_length()) / peak if (peak and bf16) else None
+    return {"tokens_per_second": tps, "mfu": mfu, "tokens": float(tokens), "seconds": seconds}
+
+
+def compare(label: str, tokenizer, model_params: dict, training: dict, paths: list[Path], tmp: Path, repeat: int, warmup: int, steps: int) -> dict:
+    """Alternate trainer/bare runs; best of ``repeat`` each."""
+    ours, bare = [], []
+    for i in range(repeat):
+        ours.append(run_trainer(tokenizer, model_params, training, paths, tmp / f"{label}-ckpt", warmup, steps))
+        bare.append(run_bare(tokenizer, model_params, training, paths, warmup, steps))
+        print(f"  {label} run {i + 1}: ours {ours[-1]['tokens_per_second']:,.0f} tok/s, bare {bare[-1]['tokens_per_second']:,.0f} tok/s", flush=True)
+    best_ours = max(ours, key=lambda r: r["tokens_per_second"])
+    best_bare = max(bare, key=lambda r: r["tokens_per_second"])
+    r = ratio(best_ours["tokens_per_second"], best_bare["tokens_per_second"])
+    return {
+        "model": model_params,
+        "batch": int(training["per_device_train_batch_size"]),
+        "ours_tokens_per_second": best_ours["tokens_per_second"],
+        "bare_tokens_per_second": best_bare["tokens_per_second"],
+        "ratio": r,
+        "meets_target": r is not None and r >= TARGET_RATIO,
+        "ours_mfu": best_ours["mfu"],
+        "bare_mfu": best_bare["mfu"],
+        "ours_runs": [x["tokens_per_second"] for x in ours],
+        "bare_runs": [x["tokens_per_second"] for x in bare],
+    }
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def run(repeat: int, tmp: Path, *, steps: int = 30, warmup: int = 5, threads: int | None = None, batch: int | None = None) -> dict:
+    """The measurements (``python -m benchmarks`` calls ``run(repeat, tmp)``)."""
+    # MLflow logging is part of our setup, but into a scratch store, never the project's mlflow.db.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+    os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": NAME})
+    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+                       "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(tmp / "hf")}.items():
+        os.environ.setdefault(key, value)
+    try:
+        return _run(repeat, tmp, steps=steps, warmup=warmup, threads=threads, batch=batch)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(repeat: int, tmp: Path, *, steps: int, warmup: int, threads: int | None, batch: int | None) -> dict:
+    import torch
+    import yaml
+
+    from zhnlp.pretraining import load_tokenizer, peak_bf16_flops, shard_paths
+
+    if threads:
+        torch.set_num_threads(threads)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    tok_dir, enc_dir = ROOT / "models/tokenizers/char", ROOT / "data/encoded/char"
+    if tok_dir.is_dir() and shard_paths(enc_dir, "train"):
+        data = "pipeline (models/tokenizers/char, data/encoded/char)"
+    else:
+        data = "demo corpora, tokenized here"
+        tok_dir, enc_dir = build_demo_data(tmp)
+    tokenizer = load_tokenizer(tok_dir)
+    paths = shard_paths(enc_dir, "train")
+    device, peak = peak_bf16_flops()
+    results: dict = {
+        "data": data,
+        "device": device,
+        "peak_bf16_flops": peak,
+        "torch_threads": torch.get_num_threads(),
+        "warmup_steps": warmup,
+        "measured_steps": steps,
+        "repeat": repeat,
+        "target_ratio": TARGET_RATIO,
+        "configs": {},
+    }
+    training = _training_params(params, batch)
+    print(f"== params.yaml model, batch {training['per_device_train_batch_size']} on {device}", flush=True)
+    results["configs"]["params"] = compare("params", tokenizer, params["pretrain"]["model"], training, paths, tmp, repeat, warmup, steps)
+    if torch.cuda.is_available():
+        packed = pack_shards(paths, tmp / "packed", tokenizer.cls_token_id, tokenizer.sep_token_id, 128)
+        print(f"== BERT-base, bf16, 128-token sequences on {device}", flush=True)
+        results["configs"]["bert_base"] = compare(
+            "bert_base", tokenizer, BERT_BASE, training, packed, tmp, repeat, max(warmup, 10), max(steps, 100)
+        )
+    return results
+
+
+def summary(results: dict) -> str:
+    rows = []
+    for name, c in results["configs"].items():
+        size = f"{c['model']['hidden_size']}h x {c['model']['num_hidden_layers']}L"
+        mfu = c["ours_mfu"]
+        rows.append([name, size, c["batch"], c["ours_tokens_per_second"], c["bare_tokens_per_second"], round(c["ratio"], 3) if c["ratio"] else None,
+                     c["meets_target"], f"{mfu:.1%}" if mfu is not None else ("unknown" if results["device"] != "cpu" else "-")])
+    table = format_table(["config", "model", "batch", "ours tok/s", "bare tok/s", "ratio", f">= {results['target_ratio']}", "MFU"], rows)
+    return (
+        f"pretrain throughput on {results['device']} ({results['torch_threads']} threads; data: {results['data']}; "
+        f"best of {results['repeat']}, {results['measured_steps']} steps after {results['warmup_steps']} warm-up)\n{table}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30, help="measured optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=5, help="optimizer steps before measuring")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batch", type=int, default=None, help="per-device batch (default: params.yaml)")
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="zhnlp-bench-pretrain-"))
+    t0 = time.perf_counter()
+    try:
+        results = run(args.repeat, tmp, steps=args.steps, warmup=args.warmup, threads=args.threads, batch=args.batch)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results = {"benchmark": NAME, "wall_s": time.perf_counter() - t0} | results
+    path = write_results(NAME, results)
+    print("\n" + summary(results) + f"\n(results: {path.relative_to(ROOT)})")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""finetune_lccc: DialoGPT-style LM over LCCC dialogues on a pretrained BERT backbone (causal mask).
+
+Reads params ``finetune_lccc`` (``backbone``: a name under ``models/pretrain/``, or a path for
+runs by hand; ``loss_on``: all_turns | last_response; ``sampling``), the backbone and
+``data/prepared/lccc/{train,valid,test}.parquet``. Writes:
+
+- ``models/finetune_lccc/``: safetensors weights, tokenizer, ``zhnlp_generation.json`` (read by
+  ``python -m stages.chat``);
+- ``models/finetune_lccc-checkpoints/``: Trainer checkpoints, resumed when the run signature
+  matches (DVC ``persist``);
+- ``reports/finetune_lccc/metrics.json``: response perplexity, character BLEU-2/4 (0-100),
+  distinct-1/2 (0-1) and replies per second on valid and test, for the trained model and the
+  untrained backbone;
+- ``reports/finetune_lccc/loss.json``: the training loss curve;
+- ``reports/finetune_lccc/samples.md``: sampled replies next to the references (also in MLflow).
+
+Under ``torchrun`` only rank 0 opens the MLflow run and writes outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import nullcontext
+
+from stages.common import ROOT, StageRun, fail, resolve, setup_env, stage_params, write_json
+
+setup_env()  # offline, quiet, project-local HF home: before transformers is imported
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from zhnlp.dialogue import DialogueSettings, finetune, samples_markdown  # noqa: E402
+from zhnlp.generation import save_head  # noqa: E402
+
+STAGE = "finetune_lccc"
+SPLITS = ("train", "valid", "test")
+
+
+def backbone_dir(name: str):
+    """``models/pretrain/<name>``, or ``name`` itself when it is a path (runs by hand, tests)."""
+    return resolve(name) if "/" in name or os.sep in name else ROOT / "models" / "pretrain" / name
+
+
+def say(message: str) -> None:
+    print(f"[{STAGE}] {message}", flush=True)
+
+
+def main() -> None:
+    params = stage_params(STAGE)[STAGE]
+    try:
+        settings = DialogueSettings.from_params(params)
+    except (TypeError, ValueError) as err:
+        fail(f"params {STAGE}: {err}")
+    backbone = backbone_dir(str(params["backbone"]))
+    if not (backbone / "config.json").is_file():
+        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{params['backbone']}`)")
+    data_dir = ROOT / "data" / "prepared" / "lccc"
+    missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
+    if missing:
+        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)} (run `dvc repro prepare_lccc`)")
+    rows = {s: pq.read_table(data_dir / f"{s}.parquet").to_pylist() for s in SPLITS}
+    model_dir = ROOT / "models" / STAGE
+    report_dir = ROOT / "reports" / STAGE
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with StageRun(STAGE, params) if is_main else nullcontext() as run:
+
+        def on_log(row: dict) -> None:
+            say(f"step {row['step']}: loss {row['loss']:.4f}")
+            run.log_metrics({"train/" + k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+        say(f"backbone {backbone}; train {len(rows['train'])}, valid {len(rows['valid'])}, test {len(rows['test'])} dialogues; loss on {settings.loss_on}")
+        result = finetune(
+            settings,
+            backbone,
+            rows["train"],
+            {"valid": rows["valid"], "test": rows["test"]},
+            ROOT / "models" / f"{STAGE}-checkpoints",
+            on_log=on_log if is_main else None,
+        )
+        if result is None:  # not rank 0
+            return
+        say(result.train.resume_reason)
+
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        save_head(model_dir, result.model, result.codec, {
+            "task": "lccc",
+            "head": "dialogue-lm",
+            "mask": "causal",
+            "backbone": str(params["backbone"]),
+            "max_seq_len": settings.max_seq_len,
+            "loss_on": settings.loss_on,
+            "sampling": settings.sampling.__dict__,
+            "eos_token": "[SEP]",
+        })
+        metrics = {"backbone": str(params["backbone"])} | result.metrics
+        samples = samples_markdown(
+            result.replies["valid"], result.untrained_replies["valid"], settings.sampling.samples, settings.sampling,
+            f"finetune_lccc: sample replies (valid, backbone {params['backbone']}, loss on {settings.loss_on})",
+        )
+        write_json(report_dir / "metrics.json", metrics)
+        write_json(report_dir / "loss.json", result.train.history)
+        (report_dir / "samples.md").write_text(samples + "\n", encoding="utf-8")
+        run.log_metrics(metrics)
+        run.log_artifact(report_dir / "metrics.json")
+        run.log_artifact(report_dir / "loss.json")
+        run.log_text(samples, "samples.md")
+        print(summary_table(result.metrics))
+
+
+def summary_table(metrics: dict) -> str:
+    head = ["split", "model", "ppl", "BLEU-2", "BLEU-4", "dist-1", "dist-2", "replies/s"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for split in metrics["trained"]:
+        for model in ("untrained", "trained"):
+            m = metrics[model][split]
+            lines.append(" | ".join([
+                split, model, f"{m['perplexity']:.2f}", f"{m['bleu2']:.2f}", f"{m['bleu4']:.2f}",
+                f"{m['distinct1']:.3f}", f"{m['distinct2']:.3f}", f"{m['replies_per_second']:.1f}",
+            ]))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""CAN (zhnlp.can): vectorised == literal loop, a hand-computed case, edge cases, bad input, and the can stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from zhnlp.can import EPS, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`): make `stages` importable
+    sys.path.insert(0, str(ROOT))
+
+PRED_SCHEMA = pa.schema([("id", pa.string()), ("label_id", pa.int32()), ("probs", pa.list_(pa.float64()))])
+
+
+def random_probs(rng, n, m, zeros=0.05, conc=0.5):
+    P = rng.dirichlet(np.full(m, conc), size=n)
+    P[rng.random(P.shape) < zeros] = 0.0
+    P[np.arange(n), P.argmax(axis=1)] += 1e-3  # no all-zero rows
+    return P / P.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3])
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_vectorised_equals_the_literal_loop(iters, alpha):
+    rng = np.random.default_rng(1000 * iters + int(10 * alpha))
+    for m, k, tau, conc in ((3, 3, 0.6, 0.5), (7, 3, 0.7, 0.5), (15, 2, 0.9, 0.3), (30, 5, 0.8, 0.05)):
+        P = random_probs(rng, 70, m, conc=conc)
+        prior = rng.random(m) + 0.05
+        res = can_apply(P, prior, k=k, tau=tau, alpha=alpha, iters=iters)
+        ref = can_adjust_loop(P, prior, k=k, tau=tau, alpha=alpha, iters=iters)
+        assert 0 < res.uncertain.sum() < len(P)  # both parts of the algorithm are exercised
+        assert res.loop_rows == 0  # ... by the vectorised path, not its fallback
+        np.testing.assert_allclose(res.probs, ref, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(res.probs.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_batching_of_uncertain_rows_does_not_change_the_result(monkeypatch):
+    import zhnlp.can as can
+
+    rng = np.random.default_rng(7)
+    P, prior = random_probs(rng, 120, 6), rng.random(6) + 0.1
+    whole = can_adjust(P, prior, tau=0.7, iters=3)
+    monkeypatch.setattr(can, "CHUNK_BYTES", 8 * 10)  # one uncertain row per batch
+    monkeypatch.setattr(can, "CHUNK_ROWS", 7)  # and tiny streaming chunks
+    np.testing.assert_allclose(can_adjust(P, prior, tau=0.7, iters=3), whole, atol=1e-12)
+    np.testing.assert_allclose(can_adjust(P, prior, tau=0.7, iters=1), can_adjust_loop(P, prior, tau=0.7), atol=1e-12)
+
+
+def test_extreme_powers_fall_back_to_the_loop_and_stay_finite():
+    rng = np.random.default_rng(3)
+    P, prior = random_probs(rng, 60, 15, zeros=0.2), rng.random(15) + 0.1
+    res = can_apply(P, prior, tau=0.6, alpha=3.0, iters=6)
+    assert res.loop_rows > 0 and np.isfinite(res.probs).all()
+    np.testing.assert_allclose(res.probs, can_adjust_loop(P, prior, tau=0.6, alpha=3.0, iters=6), atol=1e-9)
+
+
+def test_hand_computed_three_class_example():
+    # Two confident rows form C; the third row is uncertain (u = 0.991 >= 0.9).
+    P = np.array([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01], [0.40, 0.30, 0.30]])
+    prior = [0.2, 0.4, 0.4]
+    # S = column sums of C = [0.99, 0.99, 0.02];  p'_c ∝ prior_c p_c / (S_c + p_c)
+    raw = np.array([0.2 * 0.4 / (0.99 + 0.4), 0.4 * 0.3 / (0.99 + 0.3), 0.4 * 0.3 / (0.02 + 0.3)])
+    expected = raw / raw.sum()  # [0.10951, 0.17699, 0.71350]
+    out = can_adjust(P, prior, k=3, tau=0.9)
+    np.testing.assert_allclose(out[2], expected, atol=1e-12)
+    np.testing.assert_allclose(out[2], [0.10951, 0.17699, 0.71350], atol=1e-5)
+    assert out[2].argmax() == 2 and P[2].argmax() == 0  # the prediction flips to the under-used class
+    np.testing.assert_array_equal(out[:2], P[:2])  # confident rows unchanged, exactly
+    # the same with the literal matrix steps, written out once more by hand
+    X = P.copy()
+    X = X / X.mean(axis=0) * np.array(prior)
+    X = X / X.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[2], X[2], atol=1e-12)
+
+
+def test_uncertainty_is_top_k_entropy_normalised():
+    u = uncertainty(np.array([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]]), k=2)
+    # Su: top-2 renormalised, [.5,.5,0] is the more uncertain one (plain entropy says the opposite)
+    np.testing.assert_allclose(u, [-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)) / np.log(2), 1.0, 0.0, 1.0])
+    assert np.all((uncertainty(random_probs(np.random.default_rng(0), 50, 9), k=3) >= 0))
+
+
+def test_edge_cases_all_confident_none_confident_and_zeros():
+    prior = np.array([0.5, 0.3, 0.2])
+    P = np.array([[1.0, 0.0, 0.0], [0.0, 0.99, 0.01]])
+    out = can_adjust(P, prior)
+    np.testing.assert_array_equal(out, P)  # all confident: unchanged
+    assert out is not P
+
+    U = np.array([[0.34, 0.33, 0.33], [0.3, 0.4, 0.3]])  # nothing confident: reference I_m
+    res = can_apply(U, prior, alpha=1.0)
+    assert res.reference == "identity" and res.uncertain.all()
+    raw = prior * U / (1 + 2 * EPS + U)  # S_c = 1 + (m-1)·EPS
+    np.testing.assert_allclose(res.probs, raw / raw.sum(axis=1, keepdims=True), atol=1e-12)
+    for iters in (1, 2, 3):
+        np.testing.assert_allclose(can_adjust(U, prior, iters=iters), can_adjust_loop(U, prior, iters=iters), atol=1e-12)
+
+    Z = np.array([[1.0, 0.0, 0.0], [0.98, 0.02, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])  # zero columns in C
+    for iters in (1, 2):
+        out = can_adjust(Z, prior, k=2, tau=0.9, iters=iters)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, can_adjust_loop(Z, prior, k=2, tau=0.9, iters=iters), atol=1e-12)
+
+
+def test_input_is_not_modified_and_output_is_float64():
+    P = random_probs(np.random.default_rng(2), 30, 4).astype(np.float32)
+    P /= P.sum(axis=1, keepdims=True)
+    before = P.copy()
+    out = can_adjust(P, [1, 1, 1, 1], tau=0.5)
+    np.testing.assert_array_equal(P, before)
+    assert out.dtype == np.float64
+
+
+GOOD = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
+
+
+@pytest.mark.parametrize(
+    "probs, prior, kw, message",
+    [
+        (np.array([0.5, 0.5]), [1, 1], {}, "2-D array"),
+        (np.array([[0.7, 0.2, 0.1], [np.nan, 0.5, 0.5]]), [1, 1, 1], {}, "row 1 has a non-finite"),
+        (np.array([[0.7, 0.2, 0.1], [np.inf, 0.5, 0.5]]), [1, 1, 1], {}, "row 1 has a non-finite"),
+        (np.array([[0.7, 0.2, 0.1], [1.2, -0.2, 0.0]]), [1, 1, 1], {}, "row 1 has a negative value"),
+        (np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.2]]), [1, 1, 1], {}, "row 1 sums to 0.8999"),
+        (np.array([[1.0], [1.0]]), [1], {}, "at least 2 classes"),
+        (GOOD, [1, 1], {}, "prior must have one entry per class: probs has 3 classes"),
+        (GOOD, [[1, 1, 1]], {}, "prior must have one entry per class"),
+        (GOOD, [1, 0, 1], {}, "prior must be positive: entry 1 is 0.0"),
+        (GOOD, [1, -2, 1], {}, "prior must be positive: entry 1 is -2.0"),
+        (GOOD, [1, np.nan, 1], {}, "prior has a non-finite"),
+        (GOOD, [1, 1, 1], {"k": 1}, "k must be an integer in [2, m=3]"),
+        (GOOD, [1, 1, 1], {"k": 4}, "k must be an integer in [2, m=3]"),
+        (GOOD, [1, 1, 1], {"tau": 0.0}, "tau must be in (0, 1]"),
+        (GOOD, [1, 1, 1], {"tau": 1.5}, "tau must be in (0, 1]"),
+        (GOOD, [1, 1, 1], {"alpha": 0}, "alpha must be positive"),
+        (GOOD, [1, 1, 1], {"iters": 0}, "iters must be an integer >= 1"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(probs, prior, kw, message):
+    for fn in (can_adjust, can_adjust_loop):
+        with pytest.raises(ValueError) as err:
+            fn(probs, prior, **kw)
+        assert message in str(err.value)
+
+
+def test_rows_within_tolerance_are_accepted():
+    P = GOOD + np.array([[5e-7, 0, 0], [0, 0, -5e-7]])
+    assert can_adjust(P, [1, 1, 1]).shape == (2, 3)
+
+
+def biased_case(seed=0, n=2000):
+    """A classifier that ignores a skewed class prior: CAN with that prior should help."""
+    rng = np.random.default_rng(seed)
+    pi = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    y = rng.choice(6, size=n, p=pi)
+    z = 2.0 * np.eye(6)[y] + rng.normal(size=(n, 6))
+    P = np.exp(z)
+    return P / P.sum(axis=1, keepdims=True), y, np.round(pi * 1000)  # prior as training counts
+
+
+def test_can_corrects_a_systematic_bias():
+    P, y, counts = biased_case()
+    r = can_report(P, counts, y)
+    assert r["uncertain_rows"] > 0.1 * len(y)
+    assert r["accuracy_after"] > r["accuracy_before"] + 0.01
+    assert r["accuracy_uncertain_after"] > r["accuracy_uncertain_before"] + 0.03
+    # the final accuracy is (n_conf · acc_conf + right corrected) / N
+    n_unc = r["uncertain_rows"]
+    total = (len(y) - n_unc) * r["accuracy_confident"] + n_unc * r["accuracy_uncertain_after"]
+    assert total / len(y) == pytest.approx(r["accuracy_after"])
+    assert r["fixed"] - r["broken"] == round((r["accuracy_after"] - r["accuracy_before"]) * len(y))
+
+
+# --------------------------------------------------------------------------- the can stage
+
+
+def write_predictions(root: Path, task: str, model: str, probs, labels, counts, splits=("dev", "test_public")):
+    d = root / "data" / "predictions" / "clue" / task / model
+    d.mkdir(parents=True, exist_ok=True)
+    m = probs.shape[1]
+    for split in splits:
+        table = pa.table(
+            {"id": [f"{split}-{i}" for i in range(len(labels))], "label_id": np.asarray(labels, dtype=np.int32), "probs": probs.tolist()},
+            schema=PRED_SCHEMA,
+        )
+        pq.write_table(table, d / f"{split}.parquet")
+    (d / "meta.json").write_text(
+        json.dumps({"model": model, "task": task, "labels": [f"l{i}" for i in range(m)], "train_label_counts": list(counts)}),
+        encoding="utf-8",
+    )
+    return d
+
+
+def test_can_stage_writes_same_schema_metrics_and_reliability(tmp_path):
+    from stages.can import run_task
+
+    P, y, counts = biased_case(n=600)
+    write_predictions(tmp_path, "tnews", "char", P, y, counts)
+    write_predictions(tmp_path, "tnews", "tfidf", P[::-1].copy(), y[::-1].copy(), [0, *counts[1:]], splits=("dev",))
+    out_dir = tmp_path / "data" / "predictions_can" / "clue" / "tnews"
+    cfg = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}
+    metrics, rel_rows, curves = run_task(tmp_path / "data" / "predictions" / "clue" / "tnews", out_dir, cfg)
+
+    assert set(metrics) == {"char", "tfidf"}
+    assert set(metrics["char"]) == {"dev", "test_public"} and set(metrics["tfidf"]) == {"dev"}
+    r = metrics["char"]["test_public"]
+    for key in ("accuracy_before", "accuracy_after", "uncertain_rows", "accuracy_confident", "accuracy_uncertain_before",
+                "accuracy_uncertain_after", "macro_f1_before", "macro_f1_after", "ece_before", "ece_after"):
+        assert key in r
+    assert r["accuracy_after"] > r["accuracy_before"] and r["reported"] and not metrics["char"]["dev"]["reported"]
+    assert metrics["tfidf"]["dev"]["prior_smoothed"] and not r["prior_smoothed"]
+
+    table = pq.read_table(out_dir / "char" / "test_public.parquet")
+    assert table.schema.equals(PRED_SCHEMA)
+    adjusted = np.array(table.column("probs").to_pylist())
+    np.testing.assert_allclose(adjusted, can_adjust(P, counts), atol=1e-15)
+    assert table.column("id").to_pylist()[:2] == ["test_public-0", "test_public-1"]
+    assert json.loads((out_dir / "char" / "meta.json").read_text())["can"] == cfg
+
+    # reliability rows: the reported split per model, before and after, counts summing to N
+    for model, split, n in (("char", "test_public", 600), ("tfidf", "dev", 600)):
+        for when in ("before", "after"):
+            rows = [x for x in rel_rows if x["model"] == model and x["when"] == when]
+            assert rows and all(x["split"] == split for x in rows)
+            assert sum(x["count"] for x in rows) == n
+            assert set(rows[0]) == {"model", "split", "when", "confidence", "accuracy", "count"}
+    assert set(curves["char"]) == {"test_public"}
+
+
+def test_can_stage_rejects_predictions_that_break_the_contract(tmp_path):
+    from stages.can import PredictionError, run_task
+
+    P, y, counts = biased_case(n=50)
+    d = write_predictions(tmp_path, "t", "char", P, y, counts, splits=("dev",))
+    bad = P.copy()
+    bad[3] *= 2
+    write_predictions(tmp_path, "t", "word", bad, y, counts, splits=("dev",))
+    with pytest.raises(PredictionError, match=r"word/dev.parquet: probs row 3 sums to"):
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1})
+    (d / "meta.json").write_text(json.dumps({"labels": ["a", "b"], "train_label_counts": [1, 2]}))
+    with pytest.raises(PredictionError, match="row 0 has 6 probabilities; the task has 2 labels"):
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1})
