@@ -104,17 +104,19 @@ def process_model(model_dir: Path, out_dir: Path, cfg: dict) -> tuple[dict, list
         raise PredictionError(f"{model_dir}: no dev.parquet")
     reported = "test_public" if "test_public" in splits else "dev"
     metrics, rel_rows, curves = {}, [], {}
+    k = min(cfg["k"], m)  # top-k entropy needs k <= classes: binary tasks use k = 2
     for split in splits:
         path = model_dir / f"{split}.parquet"
         table, y, probs = read_predictions(path, m)
         try:
-            res = can_apply(probs, prior, k=cfg["k"], tau=cfg["tau"], alpha=cfg["alpha"], iters=cfg["iters"])
+            res = can_apply(probs, prior, k=k, tau=cfg["tau"], alpha=cfg["alpha"], iters=cfg["iters"])
         except ValueError as err:
             raise PredictionError(f"{path}: {err}") from err
         write_predictions(table, res.probs, out_dir / f"{split}.parquet")
         rel_b = reliability_bins(probs, y, N_BINS)
         rel_a = reliability_bins(res.probs, y, N_BINS)
         metrics[split] = summarize(probs, res.probs, res.uncertain, y) | {
+            "k": k,
             "macro_f1_before": macro_f1(y, probs.argmax(axis=1)),
             "macro_f1_after": macro_f1(y, res.probs.argmax(axis=1)),
             "ece_before": rel_b["ece"],

@@ -18,6 +18,16 @@ from zhnlp.leaderboard import CAN_SUFFIX, LeaderboardError, build_leaderboard, e
 
 METRICS = ("accuracy", "macro_f1")
 EXTRA_REPORTS = {"ape210k": "reports/finetune_ape210k/metrics.json", "lccc": "reports/finetune_lccc/metrics.json"}
+# The headline figures of the generation heads shown beside the CLUE means.
+EXTRA_COLUMNS = (
+    "ape210k.trained.test.accuracy_beam1",
+    "ape210k.trained.test.accuracy_beam3",
+    "ape210k.untrained.test.accuracy_beam1",
+    "lccc.trained.test.perplexity",
+    "lccc.untrained.test.perplexity",
+    "lccc.trained.test.bleu4",
+    "lccc.trained.test.distinct2",
+)
 CONSISTENCY_TOLERANCE = 1e-6
 
 
@@ -105,7 +115,7 @@ def extra_metrics(root: Path, models: list[str]) -> tuple[dict, list[str]]:
         if path.is_file():
             found, more = extra_columns_from(prefix, _read_json(path), models)
             for model, values in found.items():
-                out.setdefault(model, {}).update(values)
+                out.setdefault(model, {}).update({k: v for k, v in values.items() if k in EXTRA_COLUMNS})
             notes += [f"{rel}: {n}" for n in more]
     return out, notes
 

@@ -170,6 +170,9 @@ def main() -> None:
             shutil.rmtree(out_dir)
         trainer.model.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
+        marker = tok_dir / "zhnlp_tokenizer.json"  # the tokenizer mode (word mode pre-segments with jieba)
+        if marker.is_file():
+            shutil.copy2(marker, out_dir / marker.name)
 
         throughput = setup.throughput.summary()
         capacity = info["capacity"]
