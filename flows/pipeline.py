@@ -101,7 +101,7 @@ def pipeline(
 
     # Stage commands say `python`: make that the interpreter running this flow.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = os.environ | {"PATH": path} | _mlflow_parent_env()
+    env = os.environ | {"PATH": path} | _mlflow_parent_env(root)
     # Parallel stages share the cores: no oversubscription unless the user asked for it.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max_workers)))
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
@@ -128,20 +128,20 @@ def _result(name: str, state) -> dict:
     return {"stage": name, "status": "failed" if state.is_failed() or state.is_crashed() else state.name.lower(), "seconds": 0.0}
 
 
-def _mlflow_parent_env() -> dict:
+def _mlflow_parent_env(root: Path) -> dict:
     """Create the MLflow parent run of this execution; stages find it through the environment."""
     import mlflow
 
-    from stages.common import PIPELINE_RUN_ENV, PREFECT_RUN_ENV, ensure_experiment, git_commit, setup_env
+    from stages.common import PIPELINE_RUN_ENV, PREFECT_RUN_ENV, ensure_experiment, git_commit
 
-    setup_env()
-    client = mlflow.MlflowClient()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)  # explicit: never a URI cached by an earlier caller
     run = client.create_run(
         ensure_experiment(client),
         run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={"zhnlp.trigger": "prefect", "prefect.flow_run_id": str(flow_run.id), "git.commit": git_commit()},
     )
-    return {PIPELINE_RUN_ENV: run.info.run_id, PREFECT_RUN_ENV: str(flow_run.id), "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    return {PIPELINE_RUN_ENV: run.info.run_id, PREFECT_RUN_ENV: str(flow_run.id), "MLFLOW_TRACKING_URI": uri}
 
 
 def _finish_mlflow_parent(env: dict, failed: bool) -> None:
@@ -149,7 +149,7 @@ def _finish_mlflow_parent(env: dict, failed: bool) -> None:
 
     from stages.common import PIPELINE_RUN_ENV
 
-    mlflow.MlflowClient().set_terminated(env[PIPELINE_RUN_ENV], "FAILED" if failed else "FINISHED")
+    mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).set_terminated(env[PIPELINE_RUN_ENV], "FAILED" if failed else "FINISHED")
 
 
 def _publish_summary(results: list[dict], dag: dict[str, StagePlan], seconds: float) -> None:

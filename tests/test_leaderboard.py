@@ -166,13 +166,16 @@ def test_stage_builds_from_reports_with_can_rows_and_writes_outputs(tmp_path):
 
     write_reports(tmp_path, ["char", "word", "tfidf"], TASKS)
     (tmp_path / "reports" / "finetune_ape210k").mkdir()
-    (tmp_path / "reports" / "finetune_ape210k" / "metrics.json").write_text(json.dumps({"backbone": "char", "accuracy": 0.3}))
+    (tmp_path / "reports" / "finetune_ape210k" / "metrics.json").write_text(
+        json.dumps({"backbone": "char", "trained": {"test": {"accuracy_beam1": 0.3, "seconds": 9.0}}})
+    )
     board = build(tmp_path, stage_params(TASKS))
     assert board["order"] == ["char", "char+CAN", "word", "word+CAN", "tfidf", "tfidf+CAN"]
     assert board["splits"] == {t: "test_public" for t in TASKS}
     assert board["models"]["char+CAN"]["scores"]["tnews"]["accuracy"] == pytest.approx(0.494)
     assert board["models"]["char"]["scores"]["tnews"]["accuracy"] == pytest.approx(0.49)
-    assert board["models"]["char"]["extra"] == {"ape210k.accuracy": 0.3} and not board["notes"]
+    # only the headline generation figures become columns
+    assert board["models"]["char"]["extra"] == {"ape210k.trained.test.accuracy_beam1": 0.3} and not board["notes"]
 
     paths = write_outputs(board, tmp_path / "reports")
     for key in ("markdown", "json", "png", "plot"):
