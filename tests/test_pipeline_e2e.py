@@ -25,18 +25,23 @@ def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
-# Stages whose outputs are bitwise reproducible anywhere; training outputs depend on threads and hardware.
+# Stages whose outputs are bitwise reproducible across machines (same thread count); training is not.
 DETERMINISTIC = ("demo_data", "download@", "prepare_", "tokenizer@", "encode@")
 
 
-def lock_view(text: str, deterministic_outputs: bool = True) -> dict:
+# The flow runs parallel stages with fewer threads each; tokenizer training is not bitwise stable
+# across thread counts, so flow-vs-repro compares the data stages before it (see the closing note).
+THREAD_STABLE = ("demo_data", "download@", "prepare_")
+
+
+def lock_view(text: str, exact: tuple[str, ...] = DETERMINISTIC) -> dict:
     """dvc.lock with hashes kept only where they must match across runs: all of a data stage;
     the command and output paths of the others (their hashes come from training)."""
     stages = yaml.safe_load(text)["stages"]
     for entry in stages.values():  # metrics files may carry timings; data outputs may not
         entry["outs"] = [o if not o["path"].startswith("reports/") else {"path": o["path"]} for o in entry["outs"]]
     return {
-        name: entry if name.startswith(DETERMINISTIC) or not deterministic_outputs
+        name: entry if name.startswith(exact)
         else {"cmd": entry["cmd"], "outs": [o["path"] for o in entry["outs"]]}
         for name, entry in stages.items()
     }
@@ -183,7 +188,7 @@ def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project
 
     results = pipeline(project_dir=str(project), max_workers=2)
     assert sorted(r["stage"] for r in results if r["status"] == "ran") == all_stages(project)
-    assert lock_view((project / "dvc.lock").read_text()) == lock_view(lock_by_repro)
+    assert lock_view((project / "dvc.lock").read_text(), exact=THREAD_STABLE) == lock_view(lock_by_repro, exact=THREAD_STABLE)
     assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
 
     all_runs = runs(project)
