@@ -17,10 +17,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zhnlp.errors import UserError
+
 BAD_ROW_POLICIES = ("fail", "skip")
 
 
-class BadInputError(ValueError):
+class BadInputError(UserError):
     """A fatal input problem, always naming the file, the line and the reason."""
 
     def __init__(self, path: str | Path, line: int, reason: str):

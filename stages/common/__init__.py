@@ -1,0 +1,19 @@
+"""Shared plumbing for stage programs; each concept lives in its own module here.
+
+- :mod:`stages.common.params`: the project root, params, paths, environment, one-line errors.
+- :mod:`stages.common.tracking`: MLflow runs (one parent per pipeline execution, a child per stage).
+"""
+
+from stages.common.params import ROOT, fail, flatten, load_params, resolve, run, select, setup_env, stage_params, write_json  # noqa: F401
+from stages.common.tracking import (  # noqa: F401
+    PIPELINE_KEY_TAG,
+    PIPELINE_RUN_ENV,
+    PREFECT_RUN_ENV,
+    StageRun,
+    deps_hash,
+    dvc_deps,
+    ensure_experiment,
+    git_commit,
+    publish_prep_report,
+    timed,
+)
