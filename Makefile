@@ -23,7 +23,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HOME ?= $(CURDIR)/.hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run flow test bench mlflow-ui prefect-server deploy clean
+.PHONY: install run flow test bench gpu-check mlflow-ui prefect-server deploy clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ test: install
 
 bench: install
 	python -m benchmarks
+
+gpu-check: install      ## on a CUDA machine: bf16 pretraining tokens/s and MFU against a bare loop
+	python -m benchmarks.gpu_check $(if $(wildcard ../shared/data/bert-chinese-layout/vocab.txt),--vocab ../shared/data/bert-chinese-layout/vocab.txt)
 
 mlflow-ui: install
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1

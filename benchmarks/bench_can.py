@@ -1,4 +1,4 @@
-"""CAN at scale: vectorised `zhnlp.can` vs the spec's per-row loop, on CPU.
+"""CAN at scale: vectorised `zhnlp.tasks.can` vs the spec's per-row loop, on CPU.
 
 1,000,000 rows × 119 classes (IFLYTEK's label count) of Dirichlet-random probabilities
 (symmetric concentration 0.012: about a third of the rows are uncertain at k=3, tau=0.9).
@@ -28,7 +28,7 @@ import tracemalloc
 import numpy as np
 
 from benchmarks.common import MIB, format_table, write_results
-from zhnlp.can import EPS, _loop_rows, can_adjust_loop, can_apply, uncertainty
+from zhnlp.tasks.can import EPS, _loop_rows, can_adjust_loop, can_apply, uncertainty
 
 ROWS, CLASSES, SUBSET, CONCENTRATION = 1_000_000, 119, 2_000, 0.012
 PARAMS = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}

@@ -47,7 +47,7 @@ def load_texts() -> tuple[list[str], str]:
         with open(path, encoding="utf-8") as fh:
             texts = [json.loads(line)["sentence"] for line in fh if line.strip()]
         return [t for t in texts if t.strip()], str(path.relative_to(ROOT.parent))
-    from zhnlp.encoding import CORPORA, TRAIN_SPLITS, iter_texts
+    from zhnlp.text.encoding import CORPORA, TRAIN_SPLITS, iter_texts
 
     prepared = ROOT / "data" / "prepared"
     texts = [t for c in CORPORA for t in iter_texts(prepared, c, TRAIN_SPLITS[c])]
@@ -92,8 +92,9 @@ def _batches(items: list, n: int) -> list[list]:
 def run(repeat: int = 3, tmp: Path | None = None) -> dict:
     from tokenizers import Tokenizer
 
-    from zhnlp.encoding import Document, DocumentEncoder, EncodeConfig, encode_documents
-    from zhnlp.tokenization import build_tokenizer, configure_jieba, load_tokenizer, measure
+    from zhnlp.text.encoding import Document, DocumentEncoder, EncodeConfig, encode_documents
+    from zhnlp.text.tokenization import configure_jieba, load_tokenizer
+    from zhnlp.text.tokenizer_training import build_tokenizer, measure
 
     own_tmp = tmp is None
     tmp = Path(tempfile.mkdtemp(prefix="zhnlp-bench-encode-")) if own_tmp else Path(tmp)

@@ -3,7 +3,7 @@
 Both sides train the same BertForMaskedLM (``pretrain.model`` from params.yaml, same seed) on
 the same shards, sampler, whole-word-mask collator, batch size, precision (bf16 on a CUDA GPU
 that has it, else fp32), AdamW (torch, decoupled weight decay on the same parameters), linear
-warm-up/decay and gradient clipping. "Ours" is ``zhnlp.pretraining.build_trainer`` exactly as the
+warm-up/decay and gradient clipping. "Ours" is ``zhnlp.tasks.pretraining.build_trainer`` exactly as the
 stage uses it, MLflow reporting included (to a scratch SQLite store); the bare loop is a
 DataLoader, forward, backward, clip, step. Each run warms up for ``--warmup`` optimizer steps and
 then measures ``--steps`` steps (non-pad tokens / wall time); runs alternate between the two
@@ -41,7 +41,7 @@ BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads":
 
 
 def _demo_texts(root: Path) -> list[str]:
-    from zhnlp.demo import write_demo_corpora
+    from demo import write_demo_corpora
 
     write_demo_corpora(root, seed=0, scale=1.0)
     keys = ("sentence", "sentence1", "sentence2", "abst", "text", "original_text")
@@ -66,8 +66,6 @@ def build_demo_data(tmp: Path, max_len: int = 128) -> tuple[Path, Path]:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
-    from zhnlp.pretraining import write_shards
-
     jieba.setLogLevel(logging.WARNING)
     jieba.dt.tmp_dir = str(tmp)
     texts = _demo_texts(tmp / "demo")
@@ -84,16 +82,27 @@ def build_demo_data(tmp: Path, max_len: int = 128) -> tuple[Path, Path]:
         for w, word in enumerate(jieba.lcut(text, HMM=False)):
             char_word[pos : pos + len(word)] = w
             pos += len(word)
-        rows.append({"input_ids": ids, "word_ids": [-1 if s else int(char_word[o[0]]) for o, s in zip(offsets, special)], "source": "demo"})
-    write_shards(rows, enc_dir, "train")
+        rows.append((ids, [-1 if s else int(char_word[o[0]]) for o, s in zip(offsets, special)], "demo"))
+    write_shards(rows, enc_dir)
     return tok_dir, enc_dir
+
+
+def write_shards(rows: list[tuple[list[int], list[int], str]], folder: Path) -> list[Path]:
+    """(input_ids, word_ids, source) rows as train shards, written as the encode stage writes them."""
+    from zhnlp.text.shards import Row, ShardWriter, shard_schema
+    from zhnlp.text.shards import shard_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(folder, "train", shard_schema(True), shard_rows=50_000)
+    for ids, wids, source in rows:
+        writer.write(Row(ids, wids, source, "train", 0))
+    writer.close()
+    return shard_paths(folder, "train")
 
 
 def pack_shards(src_paths: list[Path], dest: Path, cls_id: int, sep_id: int, length: int = 128) -> list[Path]:
     """Rows concatenated into [CLS] ... [SEP] sequences of exactly ``length`` tokens (word ids kept apart)."""
     import pyarrow.parquet as pq
-
-    from zhnlp.pretraining import write_shards
 
     packed, ids, wids, next_word = [], [], [], 0
     for path in src_paths:
@@ -104,9 +113,9 @@ def pack_shards(src_paths: list[Path], dest: Path, cls_id: int, sep_id: int, len
             ids += body
             wids += words
             while len(ids) >= length - 2:
-                packed.append({"input_ids": [cls_id, *ids[: length - 2], sep_id], "word_ids": [-1, *wids[: length - 2], -1], "source": "packed"})
+                packed.append(([cls_id, *ids[: length - 2], sep_id], [-1, *wids[: length - 2], -1], "packed"))
                 ids, wids = ids[length - 2 :], wids[length - 2 :]
-    return write_shards(packed, dest, "train")
+    return write_shards(packed, dest)
 
 
 # ---------------------------------------------------------------- the two sides
@@ -121,7 +130,7 @@ def _training_params(params: dict, batch: int | None) -> dict:
 
 def run_trainer(tokenizer, model_params: dict, training: dict, paths: list[Path], out: Path, warmup: int, steps: int) -> dict:
     """Our setup (build_trainer, as the stage runs it): tokens/s over the steps after the warm-up."""
-    from zhnlp.pretraining import build_trainer
+    from zhnlp.tasks.pretraining import build_trainer
 
     shutil.rmtree(out, ignore_errors=True)
     setup = build_trainer(
@@ -138,43 +147,37 @@ def run_bare(tokenizer, model_params: dict, training: dict, paths: list[Path], w
     import torch
     from transformers import get_linear_schedule_with_warmup, set_seed
 
-    from zhnlp.pretraining import (
-        ShardedTokenDataset,
-        ShardWindowSampler,
-        WholeWordMaskCollator,
-        build_model,
-        cuda_bf16,
-        flops_per_token,
-        masked_lm_loss,
-        peak_bf16_flops,
-    )
+    from zhnlp.tasks.pretraining import build_model, flops_per_token, peak_bf16_flops, pretrain_training
+    from zhnlp.train.arguments import cuda_bf16
+    from zhnlp.train.mlm import ShardedTokenDataset, ShardWindowSampler, WholeWordMaskCollator, masked_lm_loss
 
-    seed = int(training.get("seed", 42))
+    cfg = pretrain_training(training | {"max_steps": warmup + steps})  # the same strict params the Trainer side reads
+    seed = cfg.seed
     set_seed(seed)
     model, _ = build_model(tokenizer, model_params)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     model.to(device).train()
     bf16 = cuda_bf16()
-    dataset = ShardedTokenDataset(paths, use_word_ids=bool(training.get("whole_word_mask", True)))
+    dataset = ShardedTokenDataset(paths, use_word_ids=cfg.whole_word_mask)
     collator = WholeWordMaskCollator(
-        tokenizer, mlm_probability=float(training.get("mlm_probability", 0.15)), whole_word_mask=bool(training.get("whole_word_mask", True)),
+        tokenizer, mlm_probability=cfg.mlm_probability, whole_word_mask=cfg.whole_word_mask,
         seed=seed, pad_to_multiple_of=8 if cuda else None, max_length=model.config.max_position_embeddings,
     )
-    workers = int(training.get("dataloader_num_workers", 2)) if cuda else 0
+    workers = cfg.dataloader_num_workers if cuda else 0
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=int(training["per_device_train_batch_size"]), sampler=ShardWindowSampler(dataset, seed), collate_fn=collator,
+        dataset, batch_size=cfg.per_device_train_batch_size, sampler=ShardWindowSampler(dataset, seed), collate_fn=collator,
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
     )
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": float(training.get("weight_decay", 0.0))}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=float(training["learning_rate"]), betas=(0.9, 0.999), eps=1e-8,
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
     )
     total = warmup + steps
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * float(training.get("warmup_ratio", 0.0))), total)
-    accumulation = int(training.get("gradient_accumulation_steps", 1))
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * cfg.warmup_ratio), total)
+    accumulation = cfg.gradient_accumulation_steps
 
     def batches():
         epoch = 0
@@ -200,7 +203,7 @@ def run_bare(tokenizer, model_params: dict, training: dict, paths: list[Path], w
                 outputs = model(**batch)
                 loss = masked_lm_loss(outputs, labels, n_items)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(training.get("max_grad_norm", 1.0)))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -262,7 +265,8 @@ def _run(repeat: int, tmp: Path, *, steps: int, warmup: int, threads: int | None
     import torch
     import yaml
 
-    from zhnlp.pretraining import load_tokenizer, peak_bf16_flops, shard_paths
+    from zhnlp.tasks.pretraining import mlm_tokenizer, peak_bf16_flops
+    from zhnlp.text.shards import shard_paths
 
     if threads:
         torch.set_num_threads(threads)
@@ -273,7 +277,7 @@ def _run(repeat: int, tmp: Path, *, steps: int, warmup: int, threads: int | None
     else:
         data = "demo corpora, tokenized here"
         tok_dir, enc_dir = build_demo_data(tmp)
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = mlm_tokenizer(tok_dir)
     paths = shard_paths(enc_dir, "train")
     device, peak = peak_bf16_flops()
     results: dict = {

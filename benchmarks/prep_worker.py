@@ -20,11 +20,11 @@ from pathlib import Path
 import pandas  # noqa: F401 - pyarrow imports it on the first Table.from_pylist (~0.3 s); stages have it via mlflow
 import yaml
 
-from zhnlp.ape210k import APE_SCHEMA, iter_problems
-from zhnlp.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
-from zhnlp.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, iter_dialogues
-from zhnlp.report import SplitStats
-from zhnlp.rows import ParquetSink, RowPolicy
+from zhnlp.data.ape210k import APE_SCHEMA, iter_problems
+from zhnlp.data.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
+from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, iter_dialogues
+from zhnlp.data.report import SplitStats
+from zhnlp.data.rows import ParquetSink, RowPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ("clue", "ape210k", "lccc_text", "lccc_json")

@@ -7,6 +7,7 @@ from ``dvc.yaml`` through DVC's own index.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,17 +80,52 @@ def upstream_closure(dag: dict[str, StagePlan], names: set[str]) -> set[str]:
     return out
 
 
+class StageBusy(RuntimeError):
+    """Another live DVC process (a ``dvc repro``, another flow) reads or writes this stage's files."""
+
+
 class DvcWriter:
     """Serialises every read and write of DVC state (status, checkout, commit) in this process.
 
     Stage commands run in parallel outside the lock; only the short bookkeeping
     steps hold it, so dvc.lock is written by one writer at a time and ends up exactly
-    as ``dvc repro`` would write it.
+    as ``dvc repro`` would write it. Across processes, :meth:`claim` takes DVC's own
+    read/write locks, so the flow and ``dvc repro`` never run one stage at the same time.
     """
 
     def __init__(self, root: Path):
         self.root = str(root)
         self.lock = threading.Lock()
+        self.started: set[str] = set()  # stages whose commands this flow run has started
+
+    @contextmanager
+    def claim(self, name: str) -> Iterator[None]:
+        """Hold DVC's read locks on the stage's deps and write locks on its outputs (``.dvc/tmp/rwlock``).
+
+        ``dvc repro`` takes the same locks for a stage it runs (as this process, with the same
+        command line, when the flow commits), so while the flow holds a stage, ``dvc repro`` of it
+        stops before removing any output; and a stage that a live ``dvc repro`` holds raises
+        :class:`StageBusy` here. A dead holder's entries are dropped, as DVC does.
+        """
+        from dvc.dependency.db import AbstractDependency
+        from dvc.dependency.repo import RepoDependency
+        from dvc.lock import LockError
+        from dvc.rwlock import rwlock
+
+        with self.lock, open_repo(self.root) as repo:
+            stage = next(s for s in repo.index.stages if s.addressing == name)
+            deps = [d.fs_path for d in stage.deps if not isinstance(d, (RepoDependency, AbstractDependency))]
+            held = rwlock(repo.tmp_dir, repo.fs, " ".join(sys.argv), deps, [o.fs_path for o in stage.outs], repo.config["core"].get("hardlink_lock", False))
+            try:
+                held.__enter__()
+            except LockError as err:
+                holders = "; ".join(line.strip() for line in str(err).splitlines() if line.strip().startswith("(PID")) or str(err).splitlines()[0]
+                raise StageBusy(f"stage {name} is in use by another DVC process {holders}; wait for it or kill it") from None
+        try:
+            yield
+        finally:
+            with self.lock:
+                held.__exit__(None, None, None)
 
     def stale(self) -> set[str]:
         with self.lock, open_repo(self.root) as repo:

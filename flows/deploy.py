@@ -13,13 +13,17 @@ import sys
 
 import flows  # noqa: F401 - offline, in-project Prefect defaults
 from flows.pipeline import flow_settings, pipeline
+from zhnlp.errors import UserError
 
 
 def main() -> None:
-    settings = flow_settings()
+    try:
+        settings = flow_settings()
+    except UserError as err:
+        sys.exit(f"error: {err}")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default=settings.get("deployment", "nightly"))
-    parser.add_argument("--cron", default=settings.get("cron", "0 3 * * *"))
+    parser.add_argument("--name", default=settings.deployment)
+    parser.add_argument("--cron", default=settings.cron)
     args = parser.parse_args()
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit(

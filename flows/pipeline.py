@@ -25,40 +25,55 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from zhnlp.errors import UserError
+from zhnlp.flow_settings import FlowSettings
+from zhnlp.flow_settings import flow_settings as read_flow_settings
+
 from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, upstream_closure
+from stages.common.liveness import OWNER_ENV, identity
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_PARALLEL_TASKS = 16  # thread pool size; flow.max_workers bounds running stages
 
 
-def flow_settings(root: Path = ROOT) -> dict:
+def flow_settings(root: Path = ROOT) -> FlowSettings:
+    """The ``flow`` params section, strictly (a mistake is a one-line ConfigError)."""
     with open(root / "params.yaml", encoding="utf-8") as fh:
-        return (yaml.safe_load(fh) or {}).get("flow", {})
+        return read_flow_settings((yaml.safe_load(fh) or {}).get("flow"))
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{plan.name}")
 def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaphore, env: dict, force: bool) -> dict:
-    """Run one stage if it is still stale once its upstream stages are done."""
+    """Run one stage if it is still stale once its upstream stages are done.
+
+    The stage is claimed first (DVC's read/write locks, :meth:`DvcWriter.claim`): no ``dvc repro``
+    can run or commit it between the status check and the commit. A retry of a stage whose
+    commands already started in this flow run always runs it again, so a stage the flow ran is
+    never reported "up to date".
+    """
     logger = get_run_logger()
-    changes = writer.changes(plan.name)
-    if plan.frozen or not (changes or force):
-        return {"stage": plan.name, "status": "up to date", "seconds": 0.0}
-    if not force and _only_outputs_changed(changes) and writer.restore(plan.name):
-        logger.info("%s: outputs restored from the DVC cache", plan.name)
-        return {"stage": plan.name, "status": "restored", "seconds": 0.0}
-    with slots:
-        started, t0 = time.time(), time.perf_counter()
-        for path, persist in plan.outs:
-            if not persist:
-                _remove(Path(path))
-        stage_env = env | {"DVC_ROOT": str(writer.root), "DVC_STAGE": plan.name}
-        for cmd in plan.cmds:
-            logger.info("%s: %s", plan.name, cmd)
-            proc = subprocess.run(cmd, shell=True, cwd=plan.wdir, env=stage_env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"stage {plan.name} failed (exit {proc.returncode}): {cmd}\n{proc.stderr[-4000:]}")
-        seconds = time.perf_counter() - t0
-    writer.commit(plan.name)
+    with writer.claim(plan.name):
+        changes = writer.changes(plan.name)
+        rerun = force or plan.name in writer.started
+        if plan.frozen or not (changes or rerun):
+            return {"stage": plan.name, "status": "up to date", "seconds": 0.0}
+        if not rerun and _only_outputs_changed(changes) and writer.restore(plan.name):
+            logger.info("%s: outputs restored from the DVC cache", plan.name)
+            return {"stage": plan.name, "status": "restored", "seconds": 0.0}
+        with slots:
+            writer.started.add(plan.name)
+            started, t0 = time.time(), time.perf_counter()
+            for path, persist in plan.outs:
+                if not persist:
+                    _remove(Path(path))
+            stage_env = env | {"DVC_ROOT": str(writer.root), "DVC_STAGE": plan.name}
+            for cmd in plan.cmds:
+                logger.info("%s: %s", plan.name, cmd)
+                proc = subprocess.run(cmd, shell=True, cwd=plan.wdir, env=stage_env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"stage {plan.name} failed (exit {proc.returncode}): {cmd}\n{proc.stderr[-4000:]}")
+            seconds = time.perf_counter() - t0
+        writer.commit(plan.name)
     return {"stage": plan.name, "status": "ran", "seconds": round(seconds, 2), "started": started, "finished": started + seconds}
 
 
@@ -85,9 +100,9 @@ def pipeline(
     """Reproduce the DVC pipeline (or ``targets`` and their upstream) with parallel stages."""
     root = Path(project_dir).resolve() if project_dir else ROOT
     settings = flow_settings(root)
-    max_workers = max_workers or settings.get("max_workers", 2)
-    retries = settings.get("retries", 0) if retries is None else retries
-    delay = settings.get("retry_delay_seconds", 10) if retry_delay_seconds is None else retry_delay_seconds
+    max_workers = max_workers or settings.max_workers
+    retries = settings.retries if retries is None else retries
+    delay = settings.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
 
     dag = load_dag(root)
     selected = upstream_closure(dag, set(targets)) if targets else set(dag)
@@ -101,7 +116,8 @@ def pipeline(
 
     # Stage commands say `python`: make that the interpreter running this flow.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = os.environ | {"PATH": path} | _mlflow_parent_env(root)
+    # Stages stop when this process ends (stages.common.liveness watches it).
+    env = os.environ | {"PATH": path, OWNER_ENV: identity()} | _mlflow_parent_env(root)
     # Parallel stages share the cores: no oversubscription unless the user asked for it.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max_workers)))
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
@@ -132,14 +148,14 @@ def _mlflow_parent_env(root: Path) -> dict:
     """Create the MLflow parent run of this execution; stages find it through the environment."""
     import mlflow
 
-    from stages.common import PIPELINE_RUN_ENV, PREFECT_RUN_ENV, ensure_experiment, git_commit
+    from stages.common import OWNER_TAG, PIPELINE_RUN_ENV, PREFECT_RUN_ENV, ensure_experiment, git_commit
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)  # explicit: never a URI cached by an earlier caller
     run = client.create_run(
         ensure_experiment(client),
         run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        tags={"zhnlp.trigger": "prefect", "prefect.flow_run_id": str(flow_run.id), "git.commit": git_commit()},
+        tags={"zhnlp.trigger": "prefect", "prefect.flow_run_id": str(flow_run.id), "git.commit": git_commit(), OWNER_TAG: identity()},
     )
     return {PIPELINE_RUN_ENV: run.info.run_id, PREFECT_RUN_ENV: str(flow_run.id), "MLFLOW_TRACKING_URI": uri}
 
@@ -179,6 +195,10 @@ def main() -> None:
     parser.add_argument("--retries", type=int)
     parser.add_argument("--project-dir", help="the DVC project (default: this checkout)")
     args = parser.parse_args()
+    try:
+        flow_settings(Path(args.project_dir) if args.project_dir else ROOT)
+    except UserError as err:
+        sys.exit(f"error: {err}")
     results = pipeline(
         targets=args.targets or None, force=args.force, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
     )

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from stages.common import ROOT, fail, setup_env
+from stages.common import ROOT, fail, run, setup_env
 
 PROMPT = "you> "
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         fail("--temperature must be > 0")
     setup_env()
 
-    from zhnlp.dialogue import ChatSession, load_chat_model
+    from zhnlp.tasks.dialogue import ChatSession, load_chat_model
 
     model, codec, settings = load_chat_model(model_dir)
     overrides = {"top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
@@ -76,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)  # a bad sampling option (e.g. --top-p 2) is a one-line error too

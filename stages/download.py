@@ -1,40 +1,31 @@
 """download@<name>: fetches the files of params ``downloads.<name>`` into data/downloads/<name>/.
 
-Each entry maps a relative file path to ``{url, sha256}``; the sha256 pins the content,
-so DVC's params tracking makes the download reproducible.
+Each entry maps a relative file path to ``{url, sha256}`` (plus optional ``max_bytes``,
+``deadline_s``, ``allow_file_url``; see zhnlp/data/download.py); the sha256 pins the content,
+so DVC's params tracking makes the download reproducible. Under ``dvc repro`` the name
+comes from DVC_STAGE; by hand: ``python -m stages.download NAME``.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 
-from stages.common import ROOT, StageRun, fail, stage_params, write_json
-from zhnlp.download import ChecksumError, fetch
+from stages.common import ROOT, StageRun, run, stage_item, stage_params, write_json
+from zhnlp.data.download import download_specs, fetch_all
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name")
-    name = parser.parse_args().name
+    name = stage_item("download", "downloads")
     params = stage_params(f"downloads.{name}")
-    files = params[f"downloads.{name}"]
+    files = download_specs(params[f"downloads.{name}"], f"downloads.{name}")
     out_dir = ROOT / "data" / "downloads" / name
     shutil.rmtree(out_dir, ignore_errors=True)
-    with StageRun(f"download@{name}", params) as run:
-        total = 0
-        for rel, entry in files.items():
-            dest = (out_dir / rel).resolve()
-            if not dest.is_relative_to(out_dir.resolve()):
-                fail(f"downloads.{name}: {rel!r} points outside {out_dir}")
-            try:
-                total += fetch(entry["url"], entry["sha256"], dest)
-            except (ChecksumError, ValueError, OSError, KeyError) as err:
-                fail(f"downloads.{name}.{rel}: {err}")
+    with StageRun(f"download@{name}", params) as tracking:
+        total = fetch_all(files, out_dir)
         metrics = {"files": len(files), "bytes": total}
         write_json(ROOT / "reports" / "download" / f"{name}.json", metrics)
-        run.log_metrics(metrics)
+        tracking.log_metrics(metrics)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,38 +1,33 @@
 """encode@<tokenizer>: prepared train splits (+ encode.extra_text) -> data/encoded/<tokenizer>/ Parquet shards.
 
-Schema and split rules: zhnlp/encoding.py. Metrics: reports/encode/<tokenizer>.json.
+Schema and split rules: zhnlp/text/encoding.py. Metrics: reports/encode/<tokenizer>.json (counts only;
+the time and throughput go to MLflow, so a rerun leaves the DVC metrics unchanged). Under
+``dvc repro`` the name comes from DVC_STAGE; by hand: ``python -m stages.encode TOKENIZER``.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import time
 
-from stages.common import ROOT, StageRun, fail, resolve, stage_params, write_json
-from zhnlp.encoding import CORPORA, SPLITS, TRAIN_SPLITS, EncodeConfig, encode_documents, iter_documents, iter_extra_documents
-from zhnlp.rows import BadInputError
-from zhnlp.tokenization import TokenizerError, configure_jieba, load_tokenizer
+from stages.common import ROOT, StageRun, fail, resolve, run, stage_item, stage_params, write_json
+from zhnlp.text.encoding import CORPORA, SPLITS, TRAIN_SPLITS, EncodeConfig, encode_documents, iter_documents, iter_extra_documents
+from zhnlp.data.rows import BadInputError
+from zhnlp.text.tokenization import TokenizerError, configure_jieba, load_tokenizer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("tokenizer")
-    name = parser.parse_args().tokenizer
+    name = stage_item("encode", "tokenizer")
     params = stage_params("encode")
-    section = params["encode"]
+    config = EncodeConfig.from_params(params["encode"])
     tok_dir = ROOT / "models" / "tokenizers" / name
     prepared = ROOT / "data" / "prepared"
     out_dir = ROOT / "data" / "encoded" / name
     metrics_path = ROOT / "reports" / "encode" / f"{name}.json"
-    try:
-        config = EncodeConfig.from_params(section)
-    except (KeyError, ValueError) as err:
-        fail(f"encode params: {err}")
-    extra = [dict(e, path=str(resolve(e["path"]))) if isinstance(e, dict) and "path" in e else e for e in section.get("extra_text") or []]
+    extra = [{"path": str(resolve(e.path)), "field": e.field, "name": e.name} for e in config.extra_text]
 
-    with StageRun(f"encode@{name}", params) as run:
+    with StageRun(f"encode@{name}", params) as tracking:
         configure_jieba(ROOT / ".jieba_cache")
         if not tok_dir.is_dir():
             fail(f"no tokenizer at {tok_dir}; run tokenizer@{name} first")
@@ -62,13 +57,12 @@ def main() -> None:
             "empty_documents": stats["empty_documents"],
             "windowed_documents": stats["windowed_documents"],
             "splits": {s: {k: v for k, v in stats["splits"][s].items() if k != "shards"} | {"shards": len(stats["splits"][s]["shards"])} for s in SPLITS},
-            "encode_seconds": round(seconds, 3),
-            "tokens_per_second": round(total_tokens / seconds, 1) if seconds > 0 else 0.0,
         }
         write_json(metrics_path, metrics)
-        run.log_metrics({k: v for k, v in metrics.items() if k != "mode"})
-        run.log_artifact(out_dir / "stats.json")
-        print(_summary(name, metrics))
+        timing = {"encode_seconds": round(seconds, 3), "tokens_per_second": round(total_tokens / seconds, 1) if seconds > 0 else 0.0}
+        tracking.log_metrics({k: v for k, v in metrics.items() if k != "mode"} | timing)
+        tracking.log_artifact(out_dir / "stats.json")
+        print(_summary(name, metrics | timing))
 
 
 def _summary(name: str, m: dict) -> str:
@@ -82,4 +76,4 @@ def _summary(name: str, m: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,8 +9,9 @@ for runs by hand), the backbone ``models/pretrain/<backbone>/`` and
   when the run signature (params, backbone, data, code, versions) matches (DVC ``persist``);
 - ``data/predictions/ape210k/{valid,test}.parquet``: id, question, gold_equation, answer,
   pred_beam<k>, correct_beam<k> for every beam size in ``beams``;
-- ``reports/finetune_ape210k/metrics.json``: accuracy / invalid-expression rate / problems per
-  second per beam size and the loss, for the trained model and the untrained backbone;
+- ``reports/finetune_ape210k/metrics.json``: accuracy / invalid-expression rate per beam size and
+  the loss, for the trained model and the untrained backbone (problems per second and training
+  time go to MLflow only, under ``timing.``);
 - ``reports/finetune_ape210k/loss.json``: the training loss curve.
 
 Under ``torchrun`` only rank 0 opens the MLflow run and writes outputs.
@@ -22,15 +23,16 @@ import os
 import shutil
 from contextlib import nullcontext
 
-from stages.common import ROOT, StageRun, fail, resolve, setup_env, stage_params, write_json
+from stages.common import ROOT, StageRun, fail, resolve, run, setup_env, stage_params, write_json
 
 setup_env()  # offline, quiet, project-local HF home: before transformers is imported
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from zhnlp.generation import save_head  # noqa: E402
-from zhnlp.seq2seq import ApeSettings, finetune  # noqa: E402
+from zhnlp.tasks.generation import save_head  # noqa: E402
+from zhnlp.config import check_name, from_params  # noqa: E402
+from zhnlp.tasks.seq2seq import ApeSettings, finetune  # noqa: E402
 
 STAGE = "finetune_ape210k"
 SPLITS = ("train", "valid", "test")
@@ -38,7 +40,7 @@ SPLITS = ("train", "valid", "test")
 
 def backbone_dir(name: str):
     """``models/pretrain/<name>``, or ``name`` itself when it is a path (runs by hand, tests)."""
-    return resolve(name) if "/" in name or os.sep in name else ROOT / "models" / "pretrain" / name
+    return resolve(name) if "/" in name or os.sep in name else ROOT / "models" / "pretrain" / check_name(f"{STAGE}.backbone", name)
 
 
 def say(message: str) -> None:
@@ -47,10 +49,10 @@ def say(message: str) -> None:
 
 def main() -> None:
     params = stage_params(STAGE)[STAGE]
-    settings = ApeSettings.from_params(params)
-    backbone = backbone_dir(str(params["backbone"]))
+    settings = from_params(ApeSettings, params, STAGE)  # strict: an unknown or mistyped key is a one-line error
+    backbone = backbone_dir(settings.backbone)
     if not (backbone / "config.json").is_file():
-        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{params['backbone']}`)")
+        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{settings.backbone}`)")
     data_dir = ROOT / "data" / "prepared" / "ape210k"
     missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
     if missing:
@@ -61,11 +63,11 @@ def main() -> None:
     pred_dir = ROOT / "data" / "predictions" / "ape210k"
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params) if is_main else nullcontext() as run:
+    with StageRun(STAGE, params) if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")
-            run.log_metrics({"train/" + k: v for k, v in row.items() if k != "step"}, step=row["step"])
+            tracker.log_metrics({"train/" + k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
         say(f"backbone {backbone}; train {len(rows['train'])}, valid {len(rows['valid'])}, test {len(rows['test'])} problems")
         result = finetune(
@@ -86,7 +88,7 @@ def main() -> None:
             "task": "ape210k",
             "head": "unilm-seq2seq",
             "mask": "unilm",
-            "backbone": str(params["backbone"]),
+            "backbone": settings.backbone,
             "max_source_len": settings.max_source_len,
             "max_target_len": settings.max_target_len,
             "eos_token": "[SEP]",
@@ -96,15 +98,16 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(predictions_table(columns, settings.beams), path)
 
-        metrics = {"backbone": str(params["backbone"])} | result.metrics
+        metrics = {"backbone": settings.backbone} | result.metrics
         write_json(report_dir / "metrics.json", metrics)
         write_json(report_dir / "loss.json", result.train.history)
-        run.log_metrics(metrics)
-        run.log_artifact(report_dir / "metrics.json")
-        run.log_artifact(report_dir / "loss.json")
+        tracker.log_metrics(metrics)
+        tracker.log_metrics({"timing": result.timings})  # wall-clock figures: MLflow only, never a DVC-tracked file
+        tracker.log_artifact(report_dir / "metrics.json")
+        tracker.log_artifact(report_dir / "loss.json")
         for split in result.predictions:
-            run.log_artifact(pred_dir / f"{split}.parquet", "predictions")
-        print(summary_table(result.metrics, settings.beams))
+            tracker.log_artifact(pred_dir / f"{split}.parquet", "predictions")
+        print(summary_table(result.metrics, result.timings, settings.beams))
 
 
 def predictions_table(columns: dict[str, list], beams: list[int]) -> pa.Table:
@@ -115,7 +118,7 @@ def predictions_table(columns: dict[str, list], beams: list[int]) -> pa.Table:
     return pa.table({f.name: columns[f.name] for f in fields}, schema=schema)
 
 
-def summary_table(metrics: dict, beams: list[int]) -> str:
+def summary_table(metrics: dict, timings: dict, beams: list[int]) -> str:
     head = ["split", "model", "loss", *(f"acc@{k}" for k in beams), *(f"invalid@{k}" for k in beams), *(f"problems/s@{k}" for k in beams)]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for split in metrics["trained"]:
@@ -124,10 +127,10 @@ def summary_table(metrics: dict, beams: list[int]) -> str:
             cells = [split, model, f"{m['loss']:.3f}"]
             cells += [f"{m[f'accuracy_beam{k}']:.2%}" for k in beams]
             cells += [f"{m[f'invalid_rate_beam{k}']:.2%}" for k in beams]
-            cells += [f"{m[f'problems_per_second_beam{k}']:.1f}" for k in beams]
+            cells += [f"{timings[model][split][f'problems_per_second_beam{k}']:.1f}" for k in beams]
             lines.append(" | ".join(cells))
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,8 +1,9 @@
 """finetune_clue@<model>-<task> / finetune_baseline@<baseline>-<task>: train on a prepared CLUE task, predict, submit.
 
-``python -m stages.finetune_clue <model> <task>``: ``<model>`` is a baseline name
-(``tfidf``) or a backbone under ``models/pretrain/<model>/`` (any local Hugging Face
-checkpoint directory with a BERT-style encoder works the same way).
+``python -m stages.finetune_clue <model> <task>`` (or no names under ``dvc repro``, from
+``DVC_STAGE``): ``<model>`` is a baseline name in ``finetune.baselines`` (``tfidf``) or a
+backbone in ``finetune.models`` under ``models/pretrain/<model>/`` (any local Hugging Face
+checkpoint directory with a BERT-style encoder works the same way); ``<task>`` is in ``clue.tasks``.
 
 Writes (same layout for both kinds):
 
@@ -11,7 +12,7 @@ Writes (same layout for both kinds):
 - ``.../submission/<official name>`` for the unlabelled test split, and
   ``.../<task>_<model>_submission.zip`` of that folder;
 - ``reports/finetune/<model>/<task>.json``: dev / test_public accuracy, macro_f1, rows,
-  and the training summary (best epoch, epochs run, seconds);
+  and the training summary (best epoch, epochs run; the training time goes to MLflow only);
 - transformers only: the best checkpoint in ``models/finetune/<model>/<task>/``.
 
 MLflow gets the same summary metrics under the same names for every model
@@ -21,25 +22,25 @@ plus per-epoch curves (``epoch.dev.accuracy``, ``epoch.train.loss``, step = epoc
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 
-from stages.common import ROOT, StageRun, fail, stage_params, write_json
-from zhnlp.baseline import TfidfClassifier, TfidfConfig
-from zhnlp.classification import LABELLED_EVAL_SPLITS, TaskData, TrainConfig, TransformerClassifier, evaluate_probs, write_predictions
-from zhnlp.submission import benchmark_of, write_task_submission, zip_submissions
+from stages.common import ROOT, StageRun, fail, run, stage_item, stage_params, write_json
+from zhnlp.tasks.baseline import TfidfClassifier, TfidfConfig
+from zhnlp.tasks.classification import ClassifierTraining, TransformerClassifier
+from zhnlp.tasks.classification_data import LABELLED_EVAL_SPLITS, TaskData, evaluate_probs
+from zhnlp.tasks.predictions import write_predictions
+from zhnlp.config import require_mapping
+from zhnlp.tasks.submission import benchmark_of, write_task_submission, zip_submissions
 
 BASELINES = ("tfidf",)
+# The stages this program runs, and the params their matrix names come from (model or baseline, task).
+GROUPS = {"finetune_clue": ("finetune.models", "clue.tasks"), "finetune_baseline": ("finetune.baselines", "clue.tasks")}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a baseline (tfidf) or a backbone name under models/pretrain/")
-    parser.add_argument("task", help="a prepared CLUE task under data/prepared/clue/")
-    args = parser.parse_args()
-    model, task = args.model, args.task
+    model, task = stage_item(GROUPS)  # names from params, check_name'd
     baseline = model in BASELINES
     keys = ("finetune.tfidf",) if baseline else ("finetune.training", "finetune.overrides")
     params = stage_params(*keys)
@@ -49,42 +50,38 @@ def main() -> None:
     pred_dir = ROOT / "data" / "predictions" / "clue" / task / model
     model_out = ROOT / "models" / "finetune" / model / task
     backbone = ROOT / "models" / "pretrain" / model
+    if baseline:
+        cfg = TfidfConfig.from_params(params["finetune.tfidf"] or {})
+    else:
+        overrides = require_mapping("finetune.overrides", params["finetune.overrides"] or {})
+        cfg = ClassifierTraining.from_params(params["finetune.training"] or {}, overrides.get(task), task)
     try:
         data = TaskData.load(data_dir)
     except FileNotFoundError as err:
         fail(str(err))
-    if baseline:
-        try:
-            cfg = TfidfConfig.from_params(params["finetune.tfidf"])
-        except (TypeError, ValueError) as err:
-            fail(f"finetune.tfidf: {err}")
-    else:
+    if not baseline:
         if not (backbone / "config.json").is_file():
             fail(f"{backbone} is not a model directory (no config.json); is {model!r} in pretrain.backbones?")
         if not (backbone / "zhnlp_tokenizer.json").is_file():
             print(f"warning: {backbone} has no zhnlp_tokenizer.json: encoding it as a plain Hugging Face checkpoint "
                   "(mode 'pretrained', no jieba pre-segmentation)", file=sys.stderr)
-        overrides = params["finetune.overrides"] or {}
-        try:
-            cfg = TrainConfig.from_params(params["finetune.training"], overrides.get(task))
-        except (TypeError, ValueError) as err:
-            fail(f"finetune.training / finetune.overrides.{task}: {err}")
 
     for out in (pred_dir, model_out):  # no stale files from an earlier run
         shutil.rmtree(out, ignore_errors=True)
 
     run_params = dict(params) | {"model": model, "task": task, "resolved": cfg.as_dict()}
-    with StageRun(stage, run_params) as run:
+    with StageRun(stage, run_params) as tracker:
         t0 = time.perf_counter()
         train = data.splits["train"]
         if baseline:
             clf = TfidfClassifier(data.labels, cfg).fit(train)
-            training = {"seconds": round(time.perf_counter() - t0, 2)}
+            training = {}
         else:
             clf = TransformerClassifier.from_pretrained(backbone, data.labels, seed=cfg.seed, max_seq_len=cfg.max_seq_len)
-            summary = clf.fit(train, data.splits["dev"], cfg, log_fn=lambda m, epoch: run.log_metrics(m, step=epoch))
+            summary = clf.fit(train, data.splits["dev"], cfg, log_fn=lambda m, epoch: tracker.log_metrics(m, step=epoch))
             training = summary.metrics()
             clf.save(model_out)
+        tracker.log_metrics({"training.seconds": time.perf_counter() - t0})  # wall time: MLflow only, never the DVC metrics
         training["rows"] = len(train)
 
         metrics: dict = {"training": training}
@@ -113,12 +110,12 @@ def main() -> None:
         write_json(pred_dir / "meta.json", meta)
         metrics_path = ROOT / "reports" / "finetune" / model / f"{task}.json"
         write_json(metrics_path, metrics)
-        run.log_metrics(metrics)
-        run.log_artifact(metrics_path)
-        run.log_artifact(pred_dir / "meta.json")
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(metrics_path)
+        tracker.log_artifact(pred_dir / "meta.json")
         summary_line = "  ".join(f"{s}.accuracy={metrics[s]['accuracy']:.4f}" for s in LABELLED_EVAL_SPLITS if s in metrics)
         print(f"{stage}: {summary_line}  ({time.perf_counter() - t0:.1f}s)")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,9 +8,9 @@ runs by hand; ``loss_on``: all_turns | last_response; ``sampling``), the backbon
   ``python -m stages.chat``);
 - ``models/finetune_lccc-checkpoints/``: Trainer checkpoints, resumed when the run signature
   matches (DVC ``persist``);
-- ``reports/finetune_lccc/metrics.json``: response perplexity, character BLEU-2/4 (0-100),
-  distinct-1/2 (0-1) and replies per second on valid and test, for the trained model and the
-  untrained backbone;
+- ``reports/finetune_lccc/metrics.json``: response perplexity, character BLEU-2/4 (0-100) and
+  distinct-1/2 (0-1) on valid and test, for the trained model and the untrained backbone
+  (replies per second and training time go to MLflow only, under ``timing.``);
 - ``reports/finetune_lccc/loss.json``: the training loss curve;
 - ``reports/finetune_lccc/samples.md``: sampled replies next to the references (also in MLflow).
 
@@ -23,14 +23,15 @@ import os
 import shutil
 from contextlib import nullcontext
 
-from stages.common import ROOT, StageRun, fail, resolve, setup_env, stage_params, write_json
+from stages.common import ROOT, StageRun, fail, resolve, run, setup_env, stage_params, write_json
 
 setup_env()  # offline, quiet, project-local HF home: before transformers is imported
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from zhnlp.dialogue import DialogueSettings, finetune, samples_markdown  # noqa: E402
-from zhnlp.generation import save_head  # noqa: E402
+from zhnlp.config import check_name, from_params  # noqa: E402
+from zhnlp.tasks.dialogue import DialogueSettings, finetune, samples_markdown  # noqa: E402
+from zhnlp.tasks.generation import save_head  # noqa: E402
 
 STAGE = "finetune_lccc"
 SPLITS = ("train", "valid", "test")
@@ -38,7 +39,7 @@ SPLITS = ("train", "valid", "test")
 
 def backbone_dir(name: str):
     """``models/pretrain/<name>``, or ``name`` itself when it is a path (runs by hand, tests)."""
-    return resolve(name) if "/" in name or os.sep in name else ROOT / "models" / "pretrain" / name
+    return resolve(name) if "/" in name or os.sep in name else ROOT / "models" / "pretrain" / check_name(f"{STAGE}.backbone", name)
 
 
 def say(message: str) -> None:
@@ -47,13 +48,10 @@ def say(message: str) -> None:
 
 def main() -> None:
     params = stage_params(STAGE)[STAGE]
-    try:
-        settings = DialogueSettings.from_params(params)
-    except (TypeError, ValueError) as err:
-        fail(f"params {STAGE}: {err}")
-    backbone = backbone_dir(str(params["backbone"]))
+    settings = from_params(DialogueSettings, params, STAGE)  # strict: an unknown or mistyped key is a one-line error
+    backbone = backbone_dir(settings.backbone)
     if not (backbone / "config.json").is_file():
-        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{params['backbone']}`)")
+        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{settings.backbone}`)")
     data_dir = ROOT / "data" / "prepared" / "lccc"
     missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
     if missing:
@@ -63,11 +61,11 @@ def main() -> None:
     report_dir = ROOT / "reports" / STAGE
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params) if is_main else nullcontext() as run:
+    with StageRun(STAGE, params) if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")
-            run.log_metrics({"train/" + k: v for k, v in row.items() if k != "step"}, step=row["step"])
+            tracker.log_metrics({"train/" + k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
         say(f"backbone {backbone}; train {len(rows['train'])}, valid {len(rows['valid'])}, test {len(rows['test'])} dialogues; loss on {settings.loss_on}")
         result = finetune(
@@ -88,28 +86,29 @@ def main() -> None:
             "task": "lccc",
             "head": "dialogue-lm",
             "mask": "causal",
-            "backbone": str(params["backbone"]),
+            "backbone": settings.backbone,
             "max_seq_len": settings.max_seq_len,
             "loss_on": settings.loss_on,
             "sampling": settings.sampling.__dict__,
             "eos_token": "[SEP]",
         })
-        metrics = {"backbone": str(params["backbone"])} | result.metrics
+        metrics = {"backbone": settings.backbone} | result.metrics
         samples = samples_markdown(
             result.replies["valid"], result.untrained_replies["valid"], settings.sampling.samples, settings.sampling,
-            f"finetune_lccc: sample replies (valid, backbone {params['backbone']}, loss on {settings.loss_on})",
+            f"finetune_lccc: sample replies (valid, backbone {settings.backbone}, loss on {settings.loss_on})",
         )
         write_json(report_dir / "metrics.json", metrics)
         write_json(report_dir / "loss.json", result.train.history)
         (report_dir / "samples.md").write_text(samples + "\n", encoding="utf-8")
-        run.log_metrics(metrics)
-        run.log_artifact(report_dir / "metrics.json")
-        run.log_artifact(report_dir / "loss.json")
-        run.log_text(samples, "samples.md")
-        print(summary_table(result.metrics))
+        tracker.log_metrics(metrics)
+        tracker.log_metrics({"timing": result.timings})  # wall-clock figures: MLflow only, never a DVC-tracked file
+        tracker.log_artifact(report_dir / "metrics.json")
+        tracker.log_artifact(report_dir / "loss.json")
+        tracker.log_text(samples, "samples.md")
+        print(summary_table(result.metrics, result.timings))
 
 
-def summary_table(metrics: dict) -> str:
+def summary_table(metrics: dict, timings: dict) -> str:
     head = ["split", "model", "ppl", "BLEU-2", "BLEU-4", "dist-1", "dist-2", "replies/s"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for split in metrics["trained"]:
@@ -117,10 +116,10 @@ def summary_table(metrics: dict) -> str:
             m = metrics[model][split]
             lines.append(" | ".join([
                 split, model, f"{m['perplexity']:.2f}", f"{m['bleu2']:.2f}", f"{m['bleu4']:.2f}",
-                f"{m['distinct1']:.3f}", f"{m['distinct2']:.3f}", f"{m['replies_per_second']:.1f}",
+                f"{m['distinct1']:.3f}", f"{m['distinct2']:.3f}", f"{timings[model][split]['replies_per_second']:.1f}",
             ]))
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,45 +2,43 @@
 
 Trained on the prepared train splits (every CLUE task's text_a/text_b, Ape210K questions,
 LCCC turns); metrics (vocab sizes, UNK rate and tokens per character on each corpus's
-train and evaluation split) go to reports/tokenizer/<name>.json.
+train and evaluation split) go to reports/tokenizer/<name>.json; the training time goes to
+MLflow only (a DVC metric must not change on a rerun). Under ``dvc repro`` the name comes
+from DVC_STAGE; by hand: ``python -m stages.tokenizer NAME``.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import time
 
-from stages.common import ROOT, StageRun, fail, resolve, stage_params, write_json
-from zhnlp.encoding import CORPORA, EVAL_SPLITS, TRAIN_SPLITS, corpus_files, iter_texts
-from zhnlp.tokenization import META_FILE, TokenizerError, build_tokenizer, configure_jieba, load_tokenizer, measure
+from stages.common import ROOT, StageRun, fail, resolve, run, stage_item, stage_params, write_json
+from zhnlp.text.encoding import CORPORA, EVAL_SPLITS, TRAIN_SPLITS, corpus_files, iter_texts
+from zhnlp.text.tokenization import META_FILE, TokenizerError, configure_jieba, load_tokenizer
+from zhnlp.text.tokenizer_training import build_tokenizer, measure
+from zhnlp.text.tokenizer_settings import as_dict, tokenizer_settings
 
 SAMPLE_TEXTS = ("王老师买了5支钢笔，每支6元。", "你觉得iPhone12好用吗？", "研究生命的起源")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name")
-    name = parser.parse_args().name
+    name = stage_item("tokenizer", "tokenizer")
     key = f"tokenizer.{name}"
-    try:
-        params = stage_params(key)
-    except KeyError as err:
-        fail(str(err.args[0]))
-    config = dict(params[key])
+    params = stage_params(key)
+    config = as_dict(tokenizer_settings(params[key], key))
     if config.get("mode") == "pretrained" and config.get("path"):
         config["path"] = str(resolve(config["path"]))
     prepared = ROOT / "data" / "prepared"
     out_dir = ROOT / "models" / "tokenizers" / name
     metrics_path = ROOT / "reports" / "tokenizer" / f"{name}.json"
 
-    with StageRun(f"tokenizer@{name}", params) as run:
+    with StageRun(f"tokenizer@{name}", params) as tracking:
         configure_jieba(ROOT / ".jieba_cache")
         if out_dir.exists():
             shutil.rmtree(out_dir)
 
-        def training_texts():  # read twice (see zhnlp.tokenization.train_char_tokenizer)
+        def training_texts():  # read twice (see zhnlp.text.tokenization.train_char_tokenizer)
             return itertools.chain.from_iterable(iter_texts(prepared, c, TRAIN_SPLITS[c]) for c in CORPORA)
 
         if config.get("mode") != "pretrained" and not any(corpus_files(prepared, c, TRAIN_SPLITS[c]) for c in CORPORA):
@@ -64,16 +62,15 @@ def main() -> None:
             "vocab_size": tok.vocab_size,
             "training_texts": training["texts"],
             "training_chars": training["chars"],
-            "train_seconds": round(train_seconds, 3),
             "corpora": corpora,
         }
         write_json(metrics_path, metrics)
-        run.log_metrics({k: v for k, v in metrics.items() if k != "mode"})
+        tracking.log_metrics({k: v for k, v in metrics.items() if k != "mode"} | {"train_seconds": round(train_seconds, 3)})
         for fname in ("tokenizer.json", "tokenizer_config.json", META_FILE):
             if (out_dir / fname).is_file():
-                run.log_artifact(out_dir / fname, "tokenizer")
+                tracking.log_artifact(out_dir / fname, "tokenizer")
         samples = [f"{t}\n  {' '.join(tok.tokenize(t))}" for t in SAMPLE_TEXTS]
-        run.log_text("\n".join(samples) + "\n", "sample_tokenization.txt")
+        tracking.log_text("\n".join(samples) + "\n", "sample_tokenization.txt")
         print(_summary(name, metrics))
         print("\n".join(samples))
 
@@ -88,4 +85,4 @@ def _summary(name: str, m: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

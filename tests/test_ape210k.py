@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared_data import shared_data_dir
-from zhnlp.ape210k import (
+from zhnlp.data.ape210k import (
     ProblemDropped,
     iter_problems,
     normalize_expression,
@@ -16,8 +16,8 @@ from zhnlp.ape210k import (
     normalize_question,
     remove_redundant_brackets,
 )
-from zhnlp.rows import BadInputError, RowError, RowPolicy
-from zhnlp.safe_eval import safe_eval
+from zhnlp.data.rows import BadInputError, RowError, RowPolicy
+from zhnlp.data.safe_eval import safe_eval
 
 
 def raw_problem(**overrides) -> dict:

@@ -1,4 +1,4 @@
-"""zhnlp.baseline: the character n-gram TF-IDF + logistic regression baseline, on demo and real FewCLUE data."""
+"""zhnlp.tasks.baseline: the character n-gram TF-IDF + logistic regression baseline, on demo and real FewCLUE data."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from shared_data import shared_data_dir
 from test_classification import prepare_task
 
-from zhnlp.baseline import TfidfClassifier, TfidfConfig, pair_overlap
-from zhnlp.classification import TaskData, evaluate_probs
-from zhnlp.demo import write_demo_corpora
+from zhnlp.tasks.baseline import TfidfClassifier, TfidfConfig, pair_overlap
+from zhnlp.tasks.classification_data import TaskData, evaluate_probs
+from demo import write_demo_corpora
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_pairs_get_overlap_features_and_wsc_is_marked(demo):
 def test_config_from_params_and_degenerate_training_set():
     cfg = TfidfConfig.from_params({"ngram_range": [1, 2], "max_features": 100, "C": 1.0, "max_iter": 50})
     assert cfg.ngram_range == (1, 2) and cfg.max_features == 100
-    with pytest.raises(ValueError, match="unknown finetune.tfidf keys"):
+    with pytest.raises(ValueError, match=r"^finetune.tfidf: unknown key 'ngrams'; allowed keys: "):
         TfidfConfig.from_params({"ngrams": [1, 2]})
     with pytest.raises(ValueError, match="ngram_range"):
         TfidfConfig.from_params({"ngram_range": [3, 1]})

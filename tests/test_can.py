@@ -1,4 +1,4 @@
-"""CAN (zhnlp.can): vectorised == literal loop, a hand-computed case, edge cases, bad input, and the can stage."""
+"""CAN (zhnlp.tasks.can): vectorised == literal loop, a hand-computed case, edge cases, bad input, and the can stage."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zhnlp.can import EPS, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
+from zhnlp.tasks.can import EPS, CanConfig, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
+from zhnlp.config import ConfigError, from_params
+from zhnlp.tasks.predictions import PredictionError
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`): make `stages` importable
@@ -43,7 +45,7 @@ def test_vectorised_equals_the_literal_loop(iters, alpha):
 
 
 def test_batching_of_uncertain_rows_does_not_change_the_result(monkeypatch):
-    import zhnlp.can as can
+    import zhnlp.tasks.can as can
 
     rng = np.random.default_rng(7)
     P, prior = random_probs(rng, 120, 6), rng.random(6) + 0.1
@@ -207,7 +209,7 @@ def test_can_stage_writes_same_schema_metrics_and_reliability(tmp_path):
     write_predictions(tmp_path, "tnews", "tfidf", P[::-1].copy(), y[::-1].copy(), [0, *counts[1:]], splits=("dev",))
     out_dir = tmp_path / "data" / "predictions_can" / "clue" / "tnews"
     cfg = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}
-    metrics, rel_rows, curves = run_task(tmp_path / "data" / "predictions" / "clue" / "tnews", out_dir, cfg)
+    metrics, rel_rows, curves = run_task(tmp_path / "data" / "predictions" / "clue" / "tnews", out_dir, CanConfig(**cfg))
 
     assert set(metrics) == {"char", "tfidf"}
     assert set(metrics["char"]) == {"dev", "test_public"} and set(metrics["tfidf"]) == {"dev"}
@@ -236,7 +238,7 @@ def test_can_stage_writes_same_schema_metrics_and_reliability(tmp_path):
 
 
 def test_can_stage_rejects_predictions_that_break_the_contract(tmp_path):
-    from stages.can import PredictionError, run_task
+    from stages.can import run_task
 
     P, y, counts = biased_case(n=50)
     d = write_predictions(tmp_path, "t", "char", P, y, counts, splits=("dev",))
@@ -244,7 +246,40 @@ def test_can_stage_rejects_predictions_that_break_the_contract(tmp_path):
     bad[3] *= 2
     write_predictions(tmp_path, "t", "word", bad, y, counts, splits=("dev",))
     with pytest.raises(PredictionError, match=r"word/dev.parquet: probs row 3 sums to"):
-        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1})
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanConfig())
     (d / "meta.json").write_text(json.dumps({"labels": ["a", "b"], "train_label_counts": [1, 2]}))
     with pytest.raises(PredictionError, match="row 0 has 6 probabilities; the task has 2 labels"):
-        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1})
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanConfig())
+
+
+def test_can_params_are_strict():
+    assert from_params(CanConfig, {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}, "can") == CanConfig()
+    for entry, message in (
+        ({"kk": 3}, "can: unknown key 'kk'; allowed keys: alpha, iters, k, tau"),
+        ({"k": 1}, "can.k: 1 is not allowed; use an integer >= 2"),
+        ({"k": 2.5}, "can.k: 2.5 is not allowed; expected int"),
+        ({"tau": 0}, r"can.tau: 0.0 is not allowed; use a number in \(0, 1\]"),
+        ({"tau": 1.5}, r"can.tau: 1.5 is not allowed; use a number in \[0.0, 1.0\]"),
+        ({"alpha": -1}, "can.alpha: -1.0 is not allowed; use a positive, finite number"),
+        ({"iters": 0}, "can.iters: 0 is not allowed; use an integer >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            from_params(CanConfig, entry, "can")
+
+
+def test_can_output_keeps_pred_id_consistent_with_probs(tmp_path):
+    """A predictions file with pred_id (as finetune_clue writes it) gets the argmax of the adjusted probs."""
+    from stages.can import run_task
+    from zhnlp.tasks.predictions import PREDICTION_SCHEMA, write_predictions
+
+    P, y, counts = biased_case(n=300)
+    d = tmp_path / "pred" / "char"
+    for split in ("dev", "test_public"):
+        write_predictions(d / f"{split}.parquet", [str(i) for i in range(len(y))], P, y)
+    (d / "meta.json").write_text(json.dumps({"labels": [f"l{i}" for i in range(P.shape[1])], "train_label_counts": list(counts)}))
+    run_task(tmp_path / "pred", tmp_path / "out", CanConfig())
+    table = pq.read_table(tmp_path / "out" / "char" / "dev.parquet")
+    assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
+    adjusted = np.array(table.column("probs").to_pylist())
+    assert table.column("pred_id").to_pylist() == adjusted.argmax(axis=1).tolist()
+    assert (adjusted.argmax(axis=1) != P.argmax(axis=1)).any()  # CAN changed some predictions

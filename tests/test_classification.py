@@ -1,4 +1,4 @@
-"""zhnlp.classification: CLUE inputs (pairs, CSL, WSC markers), prediction files, and finetuning a tiny backbone."""
+"""zhnlp.tasks.classification: CLUE inputs (pairs, CSL, WSC markers), prediction files, and finetuning a tiny backbone."""
 
 from __future__ import annotations
 
@@ -12,21 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from zhnlp.classification import (
-    PREDICTION_SCHEMA,
-    TaskData,
-    TrainConfig,
-    TransformerClassifier,
-    evaluate_probs,
-    input_texts,
-    mark_spans,
-    read_predictions,
-    split_inputs,
-    write_predictions,
-)
-from zhnlp.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
-from zhnlp.demo import write_demo_corpora
-from zhnlp.rows import RowPolicy
+from zhnlp.tasks.classification import ClassifierTraining, TransformerClassifier
+from zhnlp.tasks.classification_data import TaskData, evaluate_probs, input_texts, mark_spans, split_inputs
+from demo import write_demo_corpora
+from zhnlp.data.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
+from zhnlp.data.rows import RowPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUE_TASKS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["clue"]["tasks"]
@@ -54,7 +44,7 @@ def build_tiny_backbone(out_dir: Path, texts: list[str], mode: str = "char", wor
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     hf = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
-    if words:  # WoBERT words: added tokens matched on the raw (not normalised) pieces, as zhnlp.tokenization does
+    if words:  # WoBERT words: added tokens matched on the raw (not normalised) pieces, as zhnlp.text.tokenization does
         hf.add_tokens([AddedToken(w, normalized=False, single_word=False, lstrip=False, rstrip=False) for w in words])
     out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
@@ -68,7 +58,7 @@ def build_tiny_backbone(out_dir: Path, texts: list[str], mode: str = "char", wor
 
 
 def prepare_task(clue_dir: Path, task: str, out_dir: Path, spec_entry: dict | None = None) -> Path:
-    """data/prepared/clue/<task>/ from official-format files, through the zhnlp.clue reader."""
+    """data/prepared/clue/<task>/ from official-format files, through the zhnlp.data.clue reader."""
     spec = TaskSpec.from_params(task, spec_entry or CLUE_TASKS[task])
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, path in split_files(clue_dir / spec.dir, spec).items():
@@ -155,29 +145,23 @@ def test_word_mode_segments_with_jieba(demo, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# prediction files and config
+# metrics and config
 
 
-def test_prediction_file_schema(tmp_path):
+def test_evaluate_probs_scores_prediction_probabilities():
+    # the prediction-file format itself is tested in test_predictions.py
     probs = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
-    path = write_predictions(tmp_path / "dev.parquet", ["a", "7"], probs, gold=[2, 0])
-    table = pq.read_table(path)
-    assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
-    assert table.column("label_id").to_pylist() == [2, 0]  # gold, for CAN and the leaderboard
-    assert table.column("pred_id").to_pylist() == [1, 0]
-    ids, back = read_predictions(path)
-    assert ids == ["a", "7"] and np.array_equal(back, probs)
-    with pytest.raises(ValueError, match="sum to 1"):
-        write_predictions(tmp_path / "bad.parquet", ["a"], np.array([[0.5, 0.2, 0.1]]), gold=[0])
     rows = [row("x", label_id=1), row("y", label_id=2)]
     assert evaluate_probs(rows, probs) == {"accuracy": 0.5, "macro_f1": pytest.approx(1 / 3), "rows": 2}
 
 
 def test_train_config_applies_task_overrides_and_rejects_unknown_keys():
-    cfg = TrainConfig.from_params({"num_train_epochs": 10, "seed": 1}, {"num_train_epochs": 20})
+    cfg = ClassifierTraining.from_params({"num_train_epochs": 10, "seed": 1}, {"num_train_epochs": 20}, "cluewsc")
     assert cfg.num_train_epochs == 20 and cfg.seed == 1
-    with pytest.raises(ValueError, match="unknown finetune training keys"):
-        TrainConfig.from_params({"num_epochs": 3})
+    with pytest.raises(ValueError, match=r"^finetune.training: unknown key 'num_epochs'; allowed keys: "):
+        ClassifierTraining.from_params({"num_epochs": 3})
+    with pytest.raises(ValueError, match=r"^finetune.overrides.cluewsc.seed: 'x' is not allowed; expected int"):
+        ClassifierTraining.from_params({"seed": 1}, {"seed": "x"}, "cluewsc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +169,7 @@ def test_train_config_applies_task_overrides_and_rejects_unknown_keys():
 
 
 def _fit(backbone: Path, data: TaskData, **overrides):
-    cfg = TrainConfig.from_params(TINY | {"num_train_epochs": 3, "early_stopping_patience": 0} | overrides)
+    cfg = ClassifierTraining.from_params(TINY | {"num_train_epochs": 3, "early_stopping_patience": 0} | overrides)
     clf = TransformerClassifier.from_pretrained(backbone, data.labels, seed=cfg.seed, max_seq_len=cfg.max_seq_len)
     summary = clf.fit(data.splits["train"], data.splits["dev"], cfg)
     return clf, summary

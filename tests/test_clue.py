@@ -10,8 +10,8 @@ import pytest
 import yaml
 from shared_data import shared_data_dir
 
-from zhnlp.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
-from zhnlp.rows import BadInputError, RowPolicy
+from zhnlp.data.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
+from zhnlp.data.rows import BadInputError, RowPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["clue"]["tasks"]
@@ -118,7 +118,7 @@ def test_new_task_of_known_shape_needs_params_only(tmp_path):
 
 
 def test_task_spec_rejects_unknown_keys_and_missing_labels():
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key 'lable'"):
         TaskSpec.from_params("x", {"text_a": "s", "labels": ["a", "b"], "lable": "oops"})
     with pytest.raises(ValueError, match="missing required key 'labels'"):
         TaskSpec.from_params("x", {"text_a": "s"})

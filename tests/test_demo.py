@@ -1,4 +1,4 @@
-"""Tests for zhnlp.demo: determinism, official formats, planted defects and learnability."""
+"""Tests for the demo package: determinism, official formats, planted defects and learnability."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zhnlp.demo import ape_mismatch_positions, main, write_demo_corpora
+from demo import ape_mismatch_positions, write_demo_corpora
+from demo.__main__ import main
 
 SCALE = 0.5
 FEWCLUE_TASKS = ["tnews", "iflytek", "ocnli", "csl", "cluewsc"]
@@ -90,6 +91,46 @@ def test_cli(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--seed", "2", "--scale", "0.1"]) == 0
     assert (tmp_path / "clue" / "tnews" / "labels.json").is_file()
     assert "ape210k/valid.ape.json" in capsys.readouterr().out
+
+
+def test_demo_params_are_strict_and_a_mistake_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import make_project, project_env
+    from zhnlp.config import ConfigError, from_params
+
+    from demo import DemoConfig
+
+    assert from_params(DemoConfig, {"seed": 3, "scale": 0.5}, "demo") == DemoConfig(3, 0.5)
+    for entry, message in (
+        ({"seed": 0, "scael": 1.0}, "demo: unknown key 'scael'; allowed keys: scale, seed"),
+        ({"seed": "0"}, "demo.seed: '0' is not allowed; expected int"),
+        ({"scale": 0}, r"demo.scale: 0.0 is not allowed; use a number in \(0, 100\]"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            from_params(DemoConfig, entry, "demo")
+    project = make_project(tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["demo"]["scale"] = -1
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "stages.demo_data"], cwd=project, env=project_env(project), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: demo.scale: -1.0 is not allowed; use a number in (0, 100]"
+    assert not (project / "data" / "demo").exists()
+
+
+def test_word_lists_are_data_files_the_stage_depends_on():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    stage = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["demo_data"]
+    assert "demo" in stage["deps"] and stage["params"] == ["demo"]  # code and word lists, every demo param
+    lists = sorted(p.stem for p in (root / "demo" / "words").glob("*.yaml"))
+    assert lists == ["afqmc", "ape210k", "cluewsc", "csl", "iflytek", "lccc", "nli", "shared", "tnews"]
+    shim = root / "zhnlp" / "demo.py"  # demo corpora are not library code (at most a re-export while callers move)
+    assert not shim.exists() or "def " not in shim.read_text(encoding="utf-8")
 
 
 # --- CLUE formats -----------------------------------------------------------

@@ -1,13 +1,12 @@
-"""zhnlp.dialogue: left truncation, token types, loss masks, BLEU / distinct, the chat session."""
+"""zhnlp.tasks.dialogue: left truncation, token types, loss masks, BLEU / distinct, the chat session."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-import torch
 
-from zhnlp.dialogue import (
+from zhnlp.tasks.dialogue import (
     ChatSession,
     DialogueSettings,
     SamplingSettings,
@@ -18,17 +17,12 @@ from zhnlp.dialogue import (
     reply_prompt,
     truncate_left,
 )
-from zhnlp.generation import IGNORE, save_random_backbone
+from zhnlp.tasks.generation import IGNORE, save_random_backbone
 
 CLS, SEP = 2, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ------------------------------------------------------------------ truncation and layout

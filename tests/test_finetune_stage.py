@@ -1,4 +1,4 @@
-"""stages.finetune_clue end to end (TF-IDF and a tiny transformer), and zhnlp.submission's files and zips."""
+"""stages.finetune_clue end to end (TF-IDF and a tiny transformer), and zhnlp.tasks.submission's files and zips."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import pytest
 import yaml
 from test_classification import build_tiny_backbone, demo_texts, prepare_task, row
 
-from zhnlp.classification import PREDICTION_SCHEMA, TaskData, read_predictions
-from zhnlp.demo import write_demo_corpora
-from zhnlp.submission import benchmark_of, json_id, submission_filename, write_task_submission, zip_submissions
+from zhnlp.tasks.classification_data import TaskData
+from zhnlp.tasks.predictions import PREDICTION_SCHEMA, read_predictions
+from demo import write_demo_corpora
+from zhnlp.tasks.submission import benchmark_of, json_id, submission_filename, write_task_submission, zip_submissions
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_METRICS = {"dev.accuracy", "dev.macro_f1", "test_public.accuracy", "test_public.macro_f1"}
 FINETUNE_PARAMS = {
-    "models": ["tiny"],
+    "models": ["tiny", "missing"],
     "baselines": ["tfidf"],
     "training": {
         "max_seq_len": 32,
@@ -36,6 +37,8 @@ FINETUNE_PARAMS = {
     "overrides": {"cluewsc": {"num_train_epochs": 20}},
     "tfidf": {"ngram_range": [1, 3], "max_features": 20000, "C": 4.0, "max_iter": 2000},
 }
+# The stage takes its names from params: models/baselines from finetune, tasks from clue.tasks.
+PARAMS = {"finetune": FINETUNE_PARAMS, "clue": {"tasks": {t: {} for t in ("tnews", "afqmc", "toy", "nosuchtask")}}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ def write_toy_task(out_dir: Path) -> None:
     """Binary task whose dev labels are the opposite of train: dev accuracy falls as training succeeds."""
     import pyarrow as pa
 
-    from zhnlp.clue import CLUE_SCHEMA
+    from zhnlp.data.clue import CLUE_SCHEMA
 
     texts = ["好好好好", "坏坏坏坏"]
     splits = {
@@ -106,7 +109,7 @@ def write_toy_task(out_dir: Path) -> None:
 def project(tmp_path_factory) -> Path:
     """A project root with params.yaml, prepared demo tnews / afqmc, a toy task, a tiny backbone; the stage run on them."""
     proj = tmp_path_factory.mktemp("finetune-project")
-    (proj / "params.yaml").write_text(yaml.safe_dump({"finetune": FINETUNE_PARAMS}), encoding="utf-8")
+    (proj / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
     write_demo_corpora(proj / "demo", scale=0.3)
     for task in ("tnews", "afqmc"):
         prepare_task(proj / "demo" / "clue", task, proj / "data" / "prepared" / "clue" / task)
@@ -157,6 +160,7 @@ def test_transformer_stage_keeps_the_best_epoch_and_saves_the_model(project):
     # dev labels are flipped: dev accuracy only falls once the model learns, so epoch 1 is the best
     assert training["best_epoch"] == 1 and training["epochs_run"] == 1 + 3 < 8  # early stopping, patience 3
     assert metrics["dev"]["accuracy"] == training["best_dev_accuracy"]  # predictions come from the best epoch
+    assert "seconds" not in training, "wall time goes to MLflow only, never a DVC metrics file"
     assert sorted(p.name for p in pred.iterdir()) == ["dev.parquet", "meta.json", "submission", "test_public.parquet", "toy_tiny_submission.zip"]
     saved = project / "models" / "finetune" / "tiny" / "toy"
     assert (saved / "model.safetensors").is_file() and (saved / "config.json").is_file() and (saved / "zhnlp_tokenizer.json").is_file()
@@ -177,12 +181,23 @@ def test_mlflow_gets_the_same_metric_names_for_every_model(project):
     curve = client.get_metric_history(transformer.info.run_id, "epoch.dev.accuracy")
     assert [m.step for m in curve] == [1, 2, 3, 4]
     assert transformer.data.params["model"] == "tiny" and "finetune.training.learning_rate" in transformer.data.params
+    assert transformer.data.metrics["training.seconds"] > 0 and runs["finetune_baseline@tfidf-tnews"].data.metrics["training.seconds"] > 0
 
 
 def test_stage_fails_cleanly_without_a_backbone_or_data(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"finetune": FINETUNE_PARAMS}), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
     write_toy_task(tmp_path / "data" / "prepared" / "clue" / "toy")
     done = run_stage(tmp_path, "missing", "toy")
     assert done.returncode == 2 and "models/pretrain/missing is not a model directory" in done.stderr
     done = run_stage(tmp_path, "tfidf", "nosuchtask")
     assert done.returncode == 2 and "labels.json not found" in done.stderr
+    for section, key, message in (
+        ("training", "lerning_rate", "error: finetune.training: unknown key 'lerning_rate'; allowed keys: "),
+        ("tfidf", "ngrams", "error: finetune.tfidf: unknown key 'ngrams'; allowed keys: "),
+    ):
+        bad = {"finetune": FINETUNE_PARAMS | {section: FINETUNE_PARAMS[section] | {key: 1}}, "clue": PARAMS["clue"]}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad), encoding="utf-8")
+        done = run_stage(tmp_path, "tfidf" if section == "tfidf" else "missing", "toy")
+        assert done.returncode == 2 and done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+    done = run_stage(tmp_path, "notlisted", "toy")
+    assert done.returncode == 2 and "no entry 'notlisted'" in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -1,4 +1,4 @@
-"""zhnlp.generation: masks, beam search, sampling, the KV cache, and the HF causal / seq2seq backbones."""
+"""zhnlp.models: the UniLM / causal BERT heads and their masks, our search, and transformers' generate() on the heads."""
 
 from __future__ import annotations
 
@@ -8,36 +8,19 @@ import math
 import pytest
 import torch
 
-from zhnlp.generation import (
-    Collator,
-    Example,
-    Prompt,
-    additive_mask,
-    bert_lm_loss,
-    beam_search,
-    causal_mask,
-    filter_logits,
-    greedy,
-    load_model,
-    make_decoder,
-    sample,
-    unilm_mask,
-)
+from zhnlp.tasks.generation import Collator, Example, bert_lm_loss
+from zhnlp.models.decoding import BertDecoder, Prompt, load_model, transformers_generate
+from zhnlp.models.search import beam_search, filter_logits, greedy, sample
+from zhnlp.models.unilm import HEADS, BertCausalLM, BertUniLM, additive_mask, causal_mask, unilm_mask
 
 EOS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add overhead, and spin badly on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-def tiny_bert(seed: int = 0, vocab: int = 40, init: float = 0.5):
-    """A random BertForMaskedLM whose outputs depend visibly on what each position sees (large init)."""
+def tiny_bert(seed: int = 0, vocab: int = 40, init: float = 0.5, cls=None):
+    """A random BertForMaskedLM (or head ``cls``) whose outputs depend visibly on what each position sees (large init)."""
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(seed)
@@ -45,7 +28,7 @@ def tiny_bert(seed: int = 0, vocab: int = 40, init: float = 0.5):
         vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=64, initializer_range=init, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
-    return BertForMaskedLM(config).eval()
+    return (cls or BertForMaskedLM)(config).eval()
 
 
 PROMPTS = [Prompt([2, 10, 11, 12, EOS]), Prompt([2, 20, EOS]), Prompt([2, 30, 31, 32, 33, 34, EOS])]
@@ -108,6 +91,14 @@ def test_bert_honours_the_4d_masks(attn):
     assert torch.allclose(d[0, :2], e[0, :2], atol=1e-6) and not torch.allclose(d[0, 2:], e[0, 2:])
 
 
+def test_masks_of_the_last_queries_are_the_last_rows():
+    types = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    valid = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    for q in (1, 2, 6):
+        assert torch.equal(unilm_mask(types, valid, queries=q), unilm_mask(types, valid)[:, -q:])
+        assert torch.equal(causal_mask(valid, queries=q), causal_mask(valid)[:, -q:])
+
+
 def test_loss_on_selected_positions_equals_full_forward():
     model = tiny_bert()
     batch = Collator(pad_id=0)([
@@ -118,6 +109,24 @@ def test_loss_on_selected_positions_equals_full_forward():
     full = bert_lm_loss(model, batch, "unilm", selected_only=False)
     assert int(fast[1]) == int(full[1]) == 5
     assert torch.allclose(fast[0], full[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["unilm", "causal"])
+def test_head_forward_builds_its_mask_and_loss(kind):
+    """The heads' forward() with a 2-D padding mask = the masked next-token loss of the training code."""
+    model = tiny_bert(cls=HEADS[kind])
+    batch = Collator(pad_id=0)([
+        Example([2, 10, 11, EOS, 20, 21, EOS], [0, 0, 0, 0, 1, 1, 1], [-100, -100, -100, -100, 20, 21, EOS]),
+        Example([2, 12, EOS, 22, EOS], [0, 0, 0, 1, 1], [-100, -100, -100, 22, EOS]),
+    ])
+    with torch.no_grad():
+        total, count = bert_lm_loss(model, batch, kind)
+        out = model(**batch)
+        explicit = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                         attention_mask=additive_mask(unilm_mask(batch["token_type_ids"], batch["attention_mask"]) if kind == "unilm"
+                                                      else causal_mask(batch["attention_mask"]), torch.float32))
+    assert float(out.loss) == pytest.approx(float(total / count), abs=1e-5)
+    assert torch.allclose(out.logits, explicit.logits, atol=1e-5)
 
 
 # ------------------------------------------------------------------ search on a hand-made table
@@ -216,20 +225,20 @@ def test_beam_search_stops_at_max_new_tokens():
 # ------------------------------------------------------------------ BERT backbone
 
 
-@pytest.mark.parametrize("prefix", ["bidirectional", "causal"])
-def test_beam1_equals_greedy_on_bert(prefix):
+@pytest.mark.parametrize("kind", ["unilm", "causal"])
+def test_beam1_equals_greedy_on_bert(kind):
     model = tiny_bert()
-    g = greedy(make_decoder(model, prefix=prefix), PROMPTS, max_new_tokens=10, eos_id=EOS)
-    b = beam_search(make_decoder(model, prefix=prefix), PROMPTS, num_beams=1, max_new_tokens=10, eos_id=EOS)
+    g = greedy(BertDecoder(model, kind=kind), PROMPTS, max_new_tokens=10, eos_id=EOS)
+    b = beam_search(BertDecoder(model, kind=kind), PROMPTS, num_beams=1, max_new_tokens=10, eos_id=EOS)
     assert [x.tokens for x in g] == [x.tokens for x in b]
     assert [x.score for x in g] == pytest.approx([x.score for x in b], abs=1e-4)
 
 
-@pytest.mark.parametrize("prefix", ["bidirectional", "causal"])
-def test_kv_cache_equals_recomputation(prefix):
+@pytest.mark.parametrize("kind", ["unilm", "causal"])
+def test_kv_cache_equals_recomputation(kind):
     model = tiny_bert(seed=1)
-    cached = make_decoder(model, prefix=prefix, use_cache=True)
-    plain = make_decoder(model, prefix=prefix, use_cache=False)
+    cached = BertDecoder(model, kind=kind, use_cache=True)
+    plain = BertDecoder(model, kind=kind, use_cache=False)
     a = beam_search(cached, PROMPTS, num_beams=3, max_new_tokens=12, eos_id=EOS)
     b = beam_search(plain, PROMPTS, num_beams=3, max_new_tokens=12, eos_id=EOS)
     assert cached.cached and not plain.cached
@@ -242,15 +251,15 @@ def test_kv_cache_equals_recomputation(prefix):
 
 def test_unilm_and_causal_prefixes_differ():
     model = tiny_bert(seed=1)
-    a = beam_search(make_decoder(model, prefix="bidirectional"), PROMPTS, num_beams=2, max_new_tokens=6, eos_id=EOS)
-    b = beam_search(make_decoder(model, prefix="causal"), PROMPTS, num_beams=2, max_new_tokens=6, eos_id=EOS)
+    a = beam_search(BertDecoder(model, kind="unilm"), PROMPTS, num_beams=2, max_new_tokens=6, eos_id=EOS)
+    b = beam_search(BertDecoder(model, kind="causal"), PROMPTS, num_beams=2, max_new_tokens=6, eos_id=EOS)
     assert [x.score for x in a] != pytest.approx([x.score for x in b])
 
 
 def test_batched_beam_search_equals_one_prompt_at_a_time():
     model = tiny_bert(seed=2)
-    batched = beam_search(make_decoder(model), PROMPTS, num_beams=3, max_new_tokens=10, eos_id=EOS)
-    single = [beam_search(make_decoder(model), [p], num_beams=3, max_new_tokens=10, eos_id=EOS)[0] for p in PROMPTS]
+    batched = beam_search(BertDecoder(model, kind="unilm"), PROMPTS, num_beams=3, max_new_tokens=10, eos_id=EOS)
+    single = [beam_search(BertDecoder(model, kind="unilm"), [p], num_beams=3, max_new_tokens=10, eos_id=EOS)[0] for p in PROMPTS]
     assert [x.tokens for x in batched] == [x.tokens for x in single]
 
 
@@ -258,13 +267,13 @@ def test_sampling_is_reproducible_with_a_seed():
     model = tiny_bert(seed=3)
 
     def run(seed, **kw):
-        out = sample(make_decoder(model, prefix="causal"), PROMPTS, max_new_tokens=10, eos_id=EOS,
+        out = sample(BertDecoder(model, kind="causal"), PROMPTS, max_new_tokens=10, eos_id=EOS,
                      generator=torch.Generator().manual_seed(seed), **kw)
         return [x.tokens for x in out]
 
     assert run(0, top_k=8, temperature=1.2) == run(0, top_k=8, temperature=1.2)
     assert any(run(s, top_k=8, temperature=1.2) != run(0, top_k=8, temperature=1.2) for s in (1, 2, 3))
-    greedy_tokens = [x.tokens for x in greedy(make_decoder(model, prefix="causal"), PROMPTS, max_new_tokens=10, eos_id=EOS)]
+    greedy_tokens = [x.tokens for x in greedy(BertDecoder(model, kind="causal"), PROMPTS, max_new_tokens=10, eos_id=EOS)]
     assert run(5, top_k=1) == greedy_tokens  # top-1 sampling is argmax
 
 
@@ -277,97 +286,66 @@ def test_filter_logits_top_k_and_top_p():
     assert torch.isfinite(filter_logits(logits, top_p=0.01))[0].tolist() == [True, False, False, False]
 
 
-# ------------------------------------------------------------------ HF causal LM and encoder-decoder checkpoints
+# ------------------------------------------------------------------ the heads and transformers' generate()
 
 
-@pytest.fixture(scope="module")
-def hf_checkpoints(tmp_path_factory):
-    """Tiny random GPT-2, T5 and BART saved (safetensors) and loaded back from local paths."""
-    from transformers import BartConfig, BartForConditionalGeneration, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
-
-    root = tmp_path_factory.mktemp("hf")
-    torch.manual_seed(0)
-    models = {
-        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=48, n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                           bos_token_id=2, eos_token_id=EOS, pad_token_id=0, initializer_range=0.3)),
-        "t5": T5ForConditionalGeneration(T5Config(vocab_size=48, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-                                                  decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS, initializer_factor=3.0)),
-        "bart": BartForConditionalGeneration(BartConfig(vocab_size=48, d_model=32, encoder_layers=1, decoder_layers=1,
-                                                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                                                        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=0,
-                                                        bos_token_id=2, eos_token_id=EOS, decoder_start_token_id=EOS,
-                                                        forced_eos_token_id=None, init_std=0.3)),
-    }
-    for name, model in models.items():
-        model.save_pretrained(str(root / name))
-    return {name: load_model(root / name, "cpu") for name in models}
+@pytest.mark.parametrize("kind", ["unilm", "causal"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_transformers_generate_gives_our_beam_search_and_greedy(kind, seed):
+    """model.generate() on our heads (4-D mask per step, token types, positions, DynamicCache) = our search."""
+    model = tiny_bert(seed=seed, cls=HEADS[kind])
+    for k in (2, 3, 4):
+        ours = beam_search(BertDecoder(model), PROMPTS, num_beams=k, max_new_tokens=12, eos_id=EOS)
+        for cache in (True, False):
+            ref = transformers_generate(model, PROMPTS, num_beams=k, max_new_tokens=12, eos_id=EOS, use_cache=cache)
+            assert [x.tokens for x in ours] == [x.tokens for x in ref]
+            assert [x.finished for x in ours] == [x.finished for x in ref]
+            assert [x.score for x in ours] == pytest.approx([x.score for x in ref], abs=1e-3)
+    ours = greedy(BertDecoder(model), PROMPTS, max_new_tokens=12, eos_id=EOS)
+    ref = transformers_generate(model, PROMPTS, max_new_tokens=12, eos_id=EOS)
+    assert [x.tokens for x in ours] == [x.tokens for x in ref]
+    assert [x.score for x in ours] == pytest.approx([x.score for x in ref], abs=1e-3)
 
 
-HF_PROMPTS = [Prompt([5, 6, 7, 8]), Prompt([9, 10]), Prompt([11, 12, 13])]
+def test_transformers_generate_with_a_length_penalty_gives_ours():
+    model = tiny_bert(seed=2, cls=BertUniLM)
+    for penalty in (-1.0, 1.0, 2.0):
+        ours = beam_search(BertDecoder(model), PROMPTS, num_beams=3, max_new_tokens=10, eos_id=EOS, length_penalty=penalty)
+        ref = transformers_generate(model, PROMPTS, num_beams=3, max_new_tokens=10, eos_id=EOS, length_penalty=penalty)
+        assert [x.tokens for x in ours] == [x.tokens for x in ref]
+        assert [x.score for x in ours] == pytest.approx([x.score for x in ref], abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "t5", "bart"])
-def test_hf_checkpoints_generate_through_every_search(name, hf_checkpoints):
-    model = hf_checkpoints[name]
-    cached = beam_search(make_decoder(model), HF_PROMPTS, num_beams=3, max_new_tokens=8, eos_id=EOS)
-    plain = beam_search(make_decoder(model, use_cache=False), HF_PROMPTS, num_beams=3, max_new_tokens=8, eos_id=EOS)
-    assert [x.tokens for x in cached] == [x.tokens for x in plain]
-    assert all(len(x.tokens) <= 8 for x in cached)
-    g = greedy(make_decoder(model), HF_PROMPTS, max_new_tokens=8, eos_id=EOS)
-    b1 = beam_search(make_decoder(model), HF_PROMPTS, num_beams=1, max_new_tokens=8, eos_id=EOS)
-    assert [x.tokens for x in g] == [x.tokens for x in b1]
-    s = sample(make_decoder(model), HF_PROMPTS, max_new_tokens=8, eos_id=EOS, top_p=0.9, generator=torch.Generator().manual_seed(0))
-    assert len(s) == 3
+def test_transformers_sampling_draws_like_ours_one_prompt_at_a_time():
+    """Same temperature / top-k / top-p and the same seed: the same draws (batch 1; batched, generate() also draws for finished rows)."""
+    model = tiny_bert(seed=3, cls=BertCausalLM)
+    for prompt in PROMPTS:
+        for seed in range(3):
+            for kw in ({"top_k": 8, "top_p": 0.9, "temperature": 1.3}, {}):
+                ours = sample(BertDecoder(model), [prompt], max_new_tokens=12, eos_id=EOS, generator=torch.Generator().manual_seed(seed), **kw)[0]
+                ref = transformers_generate(model, [prompt], max_new_tokens=12, eos_id=EOS, do_sample=True, seed=seed, **kw)[0]
+                assert ours.tokens == ref.tokens and ours.score == pytest.approx(ref.score, abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "t5"])
-def test_greedy_matches_transformers_generate(name, hf_checkpoints):
-    model = hf_checkpoints[name]
-    for prompt in HF_PROMPTS:
-        ours = greedy(make_decoder(model), [prompt], max_new_tokens=8, eos_id=EOS)[0]
-        ref = model.generate(torch.tensor([prompt.ids]), max_new_tokens=8, do_sample=False, num_beams=1, eos_token_id=EOS, pad_token_id=0)
-        ref = ref[0, len(prompt.ids):] if name == "gpt2" else ref[0, 1:]
-        ref = ref.tolist()
-        expected = ref[: ref.index(EOS)] if EOS in ref else ref
-        assert ours.tokens == expected
+def test_head_checkpoints_stay_standard_bert_mlm(tmp_path):
+    """A head saves as a plain BERT MLM checkpoint (AutoModelForMaskedLM loads it); load_model picks the head class."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-
-# ------------------------------------------------------------------ training: resume
-
-
-def test_train_head_resumes_mid_run_and_recognises_a_finished_run(tmp_path):
-    import copy
-    import shutil
-
-    from zhnlp.generation import TrainConfig, train_head
-
-    torch.manual_seed(0)
-    examples = []
-    for _ in range(24):
-        src = torch.randint(5, 40, (int(torch.randint(2, 6, ())),)).tolist()
-        tgt = torch.randint(5, 40, (int(torch.randint(1, 4, ())),)).tolist() + [EOS]
-        examples.append(Example([2, *src, EOS, *tgt], [0] * (len(src) + 2) + [1] * len(tgt), [-100] * (len(src) + 2) + tgt))
-    base = tiny_bert(init=0.02)
-    config = TrainConfig(per_device_train_batch_size=4, max_steps=8, save_steps=4, logging_steps=2, learning_rate=3e-3, seed=0)
-    kwargs = dict(mask_kind="unilm", pad_id=0, config=config, checkpoints_dir=tmp_path / "ck", components={"run": 1})
-
-    full_model = copy.deepcopy(base)
-    full = train_head(full_model, examples, **kwargs)
-    assert full.steps == 8 and full.resumed_from is None and [r["step"] for r in full.history] == [2, 4, 6, 8]
-
-    shutil.rmtree(tmp_path / "ck" / "checkpoint-8")  # as if killed after step 4's checkpoint
-    resumed_model = copy.deepcopy(base)
-    resumed = train_head(resumed_model, examples, **kwargs)
-    assert resumed.resumed_from.endswith("checkpoint-4") and resumed.steps == 8
-    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in full.history], rel=1e-4)
-    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
-        assert torch.allclose(a, b, atol=1e-5)
-
-    done_model = copy.deepcopy(base)
-    done = train_head(done_model, examples, **kwargs)  # checkpoint-8 is the end: nothing to train
-    assert done.resumed_from.endswith("checkpoint-8") and done.steps == 8 and "complete" in done.resume_reason
-    for a, b in zip(resumed_model.parameters(), done_model.parameters()):
-        assert torch.allclose(a, b)
-
-    fresh = train_head(copy.deepcopy(base), examples, **(kwargs | {"components": {"run": 2}}))
-    assert fresh.resumed_from is None and fresh.resume_reason.startswith("fresh start")
+    model = tiny_bert(seed=4, cls=BertUniLM)
+    model.save_pretrained(str(tmp_path / "head"))
+    assert AutoConfig.from_pretrained(str(tmp_path / "head")).model_type == "bert"
+    plain = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "head"), use_safetensors=True)
+    assert type(plain) is BertForMaskedLM
+    for a, b in zip(model.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    causal = load_model(tmp_path / "head", "cpu", head="causal")
+    assert type(causal) is BertCausalLM and not causal.training
+    ids = torch.tensor([[2, 10, 11, EOS]])
+    assert torch.allclose(causal(input_ids=ids).logits, tiny_bert(seed=4, cls=BertCausalLM)(input_ids=ids).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="head must be one of"):
+        load_model(tmp_path / "head", "cpu", head="gpt")
+    GPT2LMHeadModel(GPT2Config(vocab_size=48, n_embd=32, n_layer=1, n_head=2, n_positions=64)).save_pretrained(str(tmp_path / "gpt2"))
+    with pytest.raises(ValueError, match="'gpt2' checkpoint"):
+        load_model(tmp_path / "gpt2", "cpu", head="unilm")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "none", "cpu", head="unilm")

@@ -13,28 +13,21 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 from conftest import make_project, project_env
 from shared_data import shared_data_dir
 
-from zhnlp import dialogue, seq2seq
-from zhnlp.ape210k import APE_SCHEMA, iter_problems
-from zhnlp.demo import write_demo_corpora
-from zhnlp.generation import TrainConfig, save_random_backbone
-from zhnlp.lccc import LCCC_SCHEMA, DialogueCleaner, iter_dialogues
-from zhnlp.rows import RowPolicy
+from zhnlp.tasks import dialogue, seq2seq
+from zhnlp.data.ape210k import APE_SCHEMA, iter_problems
+from demo import write_demo_corpora
+from zhnlp.tasks.generation import save_random_backbone
+from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, iter_dialogues
+from zhnlp.data.rows import RowPolicy
 
 SPLITS = ("train", "valid", "test")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add overhead, and spin badly on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def demo_rows(root: Path, scale: float) -> tuple[dict, dict]:
@@ -105,8 +98,9 @@ def test_finetune_ape210k_stage_outputs(project, ape_stage):
             m = metrics[model][split]
             for k in (1, 3):
                 assert 0 <= m[f"accuracy_beam{k}"] <= 1 and 0 <= m[f"invalid_rate_beam{k}"] <= 1
-                assert m[f"problems_per_second_beam{k}"] > 0
+                assert f"problems_per_second_beam{k}" not in m  # timings: MLflow only (below)
             assert finite(m["loss"])
+    assert not {"seconds", "tokens_per_second", "train_loss"} & set(metrics["train"]), "no wall-clock figure in a DVC metrics file"
     assert metrics["trained"]["valid"]["loss"] < metrics["untrained"]["valid"]["loss"]
     for split in ("valid", "test"):
         table = pq.read_table(project / f"data/predictions/ape210k/{split}.parquet")
@@ -122,6 +116,11 @@ def test_finetune_ape210k_stage_outputs(project, ape_stage):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`dvc.stage` = 'finetune_ape210k'")
     assert len(runs) == 1 and "metrics.trained.valid.accuracy_beam3" in runs.columns and "metrics.train/loss" in runs.columns
+    for model in ("trained", "untrained"):
+        for split in ("valid", "test"):
+            for k in (1, 3):
+                assert runs[f"metrics.timing.{model}.{split}.problems_per_second_beam{k}"][0] > 0
+    assert runs["metrics.timing.train.seconds"][0] > 0 and runs["metrics.timing.train.tokens_per_second"][0] > 0
 
 
 @pytest.mark.slow
@@ -132,6 +131,7 @@ def test_finetune_ape210k_resumes_from_its_checkpoint(project, ape_stage):
     again = json.loads((project / "reports/finetune_ape210k/metrics.json").read_text(encoding="utf-8"))
     assert again["train"]["resumed"] and again["train"]["steps"] == 12
     assert without_speed(again["trained"]) == without_speed(first["trained"])  # the same model, restored
+    assert again == first | {"train": first["train"] | {"resumed": True}}, "a rerun rewrites metrics.json as it was, but for 'resumed'"
 
 
 def without_speed(metrics: dict) -> dict:
@@ -147,7 +147,11 @@ def test_finetune_lccc_stage_outputs(project, lccc_stage):
             assert finite(m["perplexity"]) and m["perplexity"] > 1
             assert 0 <= m["bleu2"] <= 100 and 0 <= m["bleu4"] <= 100
             assert 0 <= m["distinct1"] <= 1 and 0 <= m["distinct2"] <= 1
+            assert "replies_per_second" not in m  # timings: MLflow only
     assert metrics["trained"]["valid"]["perplexity"] < metrics["untrained"]["valid"]["perplexity"]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`dvc.stage` = 'finetune_lccc'")
+    assert len(runs) == 1 and runs["metrics.timing.trained.valid.replies_per_second"][0] > 0
     samples = (project / "reports/finetune_lccc/samples.md").read_text(encoding="utf-8")
     assert samples.count("- **trained**:") == 3 and samples.count("- reference:") == 3
     assert json.loads((project / "reports/finetune_lccc/loss.json").read_text(encoding="utf-8"))[-1]["step"] == 12
@@ -184,16 +188,16 @@ def test_trained_heads_clearly_beat_the_untrained_backbone(tmp_path):
     texts = [r["question"] + r["equation"] for r in ape["train"]] + ["".join(d["turns"]) for d in lccc["train"]]
     backbone = save_random_backbone(tmp_path / "bb", texts, hidden_size=64, num_attention_heads=4, max_position_embeddings=160)
 
-    train = TrainConfig(per_device_train_batch_size=32, max_steps=400, learning_rate=5e-3, warmup_ratio=0.05, save_steps=10**6, logging_steps=50, seed=0)
-    settings = seq2seq.ApeSettings(max_source_len=96, max_target_len=32, beams=[1], eval_batch_size=64, train=train)
+    train = dict(per_device_train_batch_size=32, max_steps=400, learning_rate=5e-3, warmup_ratio=0.05, save_steps=10**6, logging_steps=50, seed=0)
+    settings = seq2seq.ApeSettings(max_source_len=96, max_target_len=32, beams=[1], eval_batch_size=64, **train)
     result = seq2seq.finetune(settings, backbone, ape["train"], {"valid": ape["valid"]}, tmp_path / "ape-ck")
     trained, untrained = result.metrics["trained"]["valid"], result.metrics["untrained"]["valid"]
     assert untrained["accuracy_beam1"] <= 0.02
     assert trained["accuracy_beam1"] >= 0.3, trained  # ~0.8 when measured; 0 untrained
     assert trained["loss"] < 0.5 * untrained["loss"]
 
-    train = TrainConfig(per_device_train_batch_size=32, max_steps=150, learning_rate=3e-3, warmup_ratio=0.05, save_steps=10**6, logging_steps=50, seed=0)
-    settings = dialogue.DialogueSettings(max_seq_len=96, sampling=dialogue.SamplingSettings(max_new_tokens=16), train=train)
+    train = dict(per_device_train_batch_size=32, max_steps=150, learning_rate=3e-3, warmup_ratio=0.05, save_steps=10**6, logging_steps=50, seed=0)
+    settings = dialogue.DialogueSettings(max_seq_len=96, sampling=dialogue.SamplingSettings(max_new_tokens=16), **train)
     result = dialogue.finetune(settings, backbone, lccc["train"], {"valid": lccc["valid"][:40]}, tmp_path / "lccc-ck")
     trained, untrained = result.metrics["trained"]["valid"], result.metrics["untrained"]["valid"]
     assert trained["perplexity"] < 0.2 * untrained["perplexity"], (trained, untrained)
@@ -218,9 +222,9 @@ def test_both_heads_train_and_evaluate_on_real_data(tmp_path):
     ape_eval = [p for p, e in zip(problems, is_eval) if e][:40]
     texts = [p["question"] for p in ape_train] + ["".join(d["turns"]) for d in dialogues["train"]]
     backbone = save_random_backbone(tmp_path / "bb", texts, hidden_size=32, max_position_embeddings=192)
-    train = TrainConfig(per_device_train_batch_size=16, max_steps=20, learning_rate=3e-3, save_steps=10, logging_steps=5, seed=0)
+    train = dict(per_device_train_batch_size=16, max_steps=20, learning_rate=3e-3, save_steps=10, logging_steps=5, seed=0)
 
-    settings = seq2seq.ApeSettings(max_source_len=128, max_target_len=48, beams=[1, 2], train=train)
+    settings = seq2seq.ApeSettings(max_source_len=128, max_target_len=48, beams=[1, 2], **train)
     result = seq2seq.finetune(settings, backbone, ape_train, {"eval": ape_eval}, tmp_path / "ape-ck")
     m = result.metrics["trained"]["eval"]
     assert finite(m["loss"]) and m["problems"] == 40 and m["loss"] < result.metrics["untrained"]["eval"]["loss"]
@@ -230,7 +234,7 @@ def test_both_heads_train_and_evaluate_on_real_data(tmp_path):
     assert columns["gold_equation"] == [p["equation"] for p in ape_eval]
     assert [seq2seq.check_prediction(g, p["answer_value"])[0] for g, p in zip(columns["gold_equation"], ape_eval)] == [True] * 40
 
-    settings = dialogue.DialogueSettings(max_seq_len=96, sampling=dialogue.SamplingSettings(max_new_tokens=12), train=train)
+    settings = dialogue.DialogueSettings(max_seq_len=96, sampling=dialogue.SamplingSettings(max_new_tokens=12), **train)
     result = dialogue.finetune(settings, backbone, dialogues["train"], {"valid": dialogues["valid"][:40]}, tmp_path / "lccc-ck")
     m = result.metrics["trained"]["valid"]
     assert finite(m["perplexity"]) and m["perplexity"] < result.metrics["untrained"]["valid"]["perplexity"]

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared_data import shared_data_dir
-from zhnlp.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, iter_dialogues, iter_raw_dialogues, rejoin
-from zhnlp.rows import BadInputError, ParquetSink, RowPolicy
+from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, iter_dialogues, iter_raw_dialogues, rejoin
+from zhnlp.data.rows import BadInputError, ParquetSink, RowPolicy
 
 CJK_SPACED = re.compile(r"[\u4e00-\u9fff] [\u4e00-\u9fff]")
 

@@ -119,3 +119,20 @@ def test_rank_kendall_and_swaps():
     assert kendall_tau({"a": 1}, {"a": 1}) is None
     assert swapped_pairs(rank(x), rank({"a": 3, "b": 1, "c": 2})) == [("b", "c")]
     assert swapped_pairs(rank(x), rank(x)) == []
+
+
+def test_corpus_bleu_is_sacrebleu_character_bleu():
+    from sacrebleu.metrics import BLEU
+
+    from zhnlp.metrics import corpus_bleu, distinct_n
+
+    hyps, refs = ["今天天气很好", "我们去吃饭吧", "好的"], ["今天天气不错", "我们一起去吃火锅吧", "好的，没问题"]
+    for n in (2, 4):
+        char_bleu = BLEU(tokenize="char", max_ngram_order=n, smooth_method="floor", smooth_value=0.1)
+        assert corpus_bleu([list(h) for h in hyps], [list(r) for r in refs], max_n=n) == pytest.approx(char_bleu.corpus_score(hyps, [refs]).score)
+    # p1 = 3/4, p2 = 2/3 and no brevity penalty: BLEU-2 = 100 sqrt(1/2); no shared character at all: 0 (as NLTK)
+    assert corpus_bleu([list("abcf")], [list("abcd")], max_n=2) == pytest.approx(100 * math.sqrt(0.5))
+    assert corpus_bleu([list("xyz")], [list("abc")], max_n=2) == 0.0
+    with pytest.raises(ValueError, match="one reference per hypothesis"):
+        corpus_bleu([list("a")], [])
+    assert distinct_n([list("好的好的"), list("好的")], 2) == pytest.approx(2 / 4)

@@ -106,6 +106,7 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(proj
     log = ok(direct, project)
     assert "fresh start (no checkpoint)" in log
     reference = load_file(out_dir / "model.safetensors")
+    SINGLE_REFERENCE.update(reference)
     ref_metrics = json.loads((project / "reports/pretrain/char.json").read_text())
     ref_curve = json.loads((project / "reports/pretrain/char_loss.json").read_text())
     assert ref_metrics["resumed"] == 0 and ref_metrics["global_step"] == MAX_STEPS
@@ -161,8 +162,29 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(proj
         assert run(["dvc", "status", STAGE], project, timeout=120).stdout.strip().endswith("up to date.")
 
 
+def test_truncated_newest_checkpoint_is_skipped_for_the_previous_one(project):
+    """issue 8: weights cut short (a full disk, a kill during a copy) no longer wedge every rerun with SafetensorError."""
+    out_dir, ckpt_dir = project / "models/pretrain/char", project / "models/pretrain/char-checkpoints"
+    direct = [sys.executable, "-m", "stages.pretrain", "char"]
+    if not SINGLE_REFERENCE or not (ckpt_dir / f"checkpoint-{MAX_STEPS}").is_dir():  # run on its own
+        ok(direct, project)
+        SINGLE_REFERENCE.update(load_file(out_dir / "model.safetensors"))
+    weights = ckpt_dir / f"checkpoint-{MAX_STEPS}" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.rmtree(out_dir)  # the outputs only: the checkpoints stay
+    log = ok(direct, project)
+    previous = MAX_STEPS - TINY["training"]["save_steps"]
+    assert f"resuming from checkpoint-{previous} (signature matches); skipped checkpoint-{MAX_STEPS}: model.safetensors is damaged" in log
+    metrics = json.loads((project / "reports/pretrain/char.json").read_text())
+    assert metrics["resumed"] == 1 and metrics["resumed_from_step"] == previous and metrics["global_step"] == MAX_STEPS
+    resumed = load_file(out_dir / "model.safetensors")
+    for name, tensor in SINGLE_REFERENCE.items():
+        assert torch.equal(resumed[name], tensor), f"{name} differs after resuming from the previous checkpoint"
+
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "stages.pretrain", "char"]
 DDP_REFERENCE: dict[str, torch.Tensor] = {}
+SINGLE_REFERENCE: dict[str, torch.Tensor] = {}
 
 
 def test_two_process_ddp_on_gloo_logs_one_mlflow_run(project):
@@ -221,3 +243,26 @@ def test_killing_torchrun_kills_its_workers_and_ddp_resumes_exactly(project):
     resumed = load_file(out_dir / "model.safetensors")
     for name, tensor in DDP_REFERENCE.items():
         assert torch.equal(resumed[name], tensor), f"{name} differs after resuming under DDP"
+
+
+def test_config_mistakes_are_one_line_errors(project):
+    """Every mistake in the pretrain params is one ``error:`` line and exit 2, before any training."""
+    params_path = project / "params.yaml"
+    original = params_path.read_text(encoding="utf-8")
+    cases = [
+        (["char"], lambda p: p["pretrain"]["training"].update(lerning_rate=1e-3), "error: pretrain.training: unknown key 'lerning_rate'; allowed keys: "),
+        (["char"], lambda p: p["pretrain"]["training"].update(warmup_ratio=1.5), "error: pretrain.training.warmup_ratio: 1.5 is not allowed"),
+        (["char"], lambda p: p["pretrain"]["model"].update(hidden_size=30, num_attention_heads=4), "error: pretrain.model.hidden_size: 30 is not allowed"),
+        (["char"], lambda p: p["pretrain"]["backbones"]["char"].update(tokenizer="a;b"), "error: pretrain.backbones.char.tokenizer: name 'a;b' is not allowed"),
+        (["nosuch"], lambda p: None, "error: pretrain.backbones: no entry 'nosuch'"),
+    ]
+    try:
+        for argv, mutate, message in cases:
+            params = yaml.safe_load(original)
+            mutate(params)
+            params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+            proc = run([sys.executable, "-m", "stages.pretrain", *argv], project, timeout=300)
+            last = proc.stdout.strip().splitlines()[-1]
+            assert proc.returncode == 2 and last.startswith(message) and "Traceback" not in proc.stdout, proc.stdout[-3000:]
+    finally:
+        params_path.write_text(original, encoding="utf-8")

@@ -1,8 +1,9 @@
-"""zhnlp.pretraining: whole-word masking, capacity check, metrics, lazy shards, resume bookkeeping, a short training.
+"""zhnlp.tasks.pretraining and zhnlp.train.mlm: whole-word masking, capacity check, strict params, metrics, lazy shards, a short training.
 
 Real torch/transformers on a tiny fixture: a WordPiece tokenizer trained here on the demo
-corpora, and shards in the encoder's schema with jieba word ids (``make_encoded_fixture``,
-also used by tests/test_pretrain_stage.py).
+corpora, and shards written by the encoder's own :class:`zhnlp.text.encoding.ShardWriter` with jieba
+word ids (``make_encoded_fixture``, also used by tests/test_pretrain_stage.py). Resume
+bookkeeping and training arguments are tested in tests/test_train.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from zhnlp import pretraining as pt
+from zhnlp.tasks import pretraining as pt
+from zhnlp.config import ConfigError
+from zhnlp.text.shards import Row, ShardWriter, shard_paths, shard_schema
+from zhnlp.train import mlm
+from zhnlp.train.callbacks import loss_curve
+from zhnlp.train.checkpoints import checkpoint_is_complete, checkpoints, load_finished_checkpoint
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
@@ -34,7 +40,7 @@ TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 
 
 def demo_texts(root: Path, scale: float = 0.2) -> list[str]:
     """Every text field of the demo corpora (CLUE sentences, Ape210K problems, LCCC turns)."""
-    from zhnlp.demo import write_demo_corpora
+    from demo import write_demo_corpora
 
     write_demo_corpora(root, seed=0, scale=scale)
     keys = ("sentence", "sentence1", "sentence2", "abst", "text", "original_text")
@@ -115,25 +121,25 @@ def make_encoded_fixture(
     shutil.rmtree(tok_dir, ignore_errors=True)
     shutil.rmtree(enc_dir, ignore_errors=True)
     shutil.copytree(base / "tokenizer", tok_dir)
-    pt.write_shards(train[:train_rows], enc_dir, "train", shard_rows=shard_rows)
-    pt.write_shards(heldout[:heldout_rows], enc_dir, "heldout", shard_rows=shard_rows)
+    write_shards(train[:train_rows], enc_dir, "train", shard_rows, word_ids)
+    write_shards(heldout[:heldout_rows], enc_dir, "heldout", shard_rows, word_ids)
     return tok_dir, enc_dir
+
+
+def write_shards(rows: list[dict], folder: Path, split: str, shard_rows: int, word_ids: bool) -> None:
+    """Rows as ``<split>-NNNNN.parquet`` through the encode stage's own writer and schema."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(folder, split, shard_schema(word_ids), shard_rows)
+    for row in rows:
+        writer.write(Row(row["input_ids"], row["word_ids"], row["source"], split, 0))
+    writer.close()
 
 
 @pytest.fixture(scope="module")
 def fixture_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretraining")
     tok_dir, enc_dir = make_encoded_fixture(root, shard_rows=64, train_rows=600, heldout_rows=96)
-    return pt.load_tokenizer(tok_dir), enc_dir
-
-
-@pytest.fixture()
-def one_thread():
-    """Tiny models run far faster on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return pt.mlm_tokenizer(tok_dir), enc_dir
 
 
 # ---------------------------------------------------------------------------
@@ -145,11 +151,11 @@ def test_synthetic_offsets_reproduce_our_word_boundaries_in_the_hf_collator():
     # [CLS] 银 行 理 财 与 债 券 [SEP] with jieba words 银行 / 理财 / 与 / 债券
     word_ids = np.array([-1, 0, 0, 1, 1, 2, 3, 3, -1])
     special = word_ids == -1
-    offsets = pt.synthetic_offsets(word_ids, special)
+    offsets = mlm.synthetic_offsets(word_ids, special)
     # token i of group g -> (i + g, i + g + 1), groups counted from 1 ([CLS] is group 1):
     # tokens of one word touch, a new word leaves a gap
     assert offsets[1:8].tolist() == [[3, 4], [4, 5], [6, 7], [7, 8], [9, 10], [11, 12], [12, 13]]
-    hf_word_ids, no_mask = pt.DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(offsets[None], special[None].astype(int))
+    hf_word_ids, no_mask = mlm.DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(offsets[None], special[None].astype(int))
     assert hf_word_ids[0].tolist() == [-1, 1, 1, 2, 2, 3, 4, 4, -1]
     # only the first token of each word is drawn; the rest follow their word
     assert (~no_mask[0]).tolist() == [False, True, False, True, False, True, True, False, False]
@@ -157,9 +163,9 @@ def test_synthetic_offsets_reproduce_our_word_boundaries_in_the_hf_collator():
 
 def test_whole_word_masking_masks_jieba_words_together(fixture_dirs):
     tokenizer, enc_dir = fixture_dirs
-    ds = pt.ShardedTokenDataset(pt.shard_paths(enc_dir, "train"))
+    ds = mlm.ShardedTokenDataset(shard_paths(enc_dir, "train"))
     assert ds.has_word_ids
-    collator = pt.WholeWordMaskCollator(tokenizer, mlm_probability=0.3, seed=7, mask_replace_prob=1.0, random_replace_prob=0.0)
+    collator = mlm.WholeWordMaskCollator(tokenizer, mlm_probability=0.3, seed=7, mask_replace_prob=1.0, random_replace_prob=0.0)
     whole, partial, untouched, multi_token_masked = 0, 0, 0, 0
     for start in range(0, 256, 16):
         rows = [ds[i] for i in range(start, start + 16)]
@@ -188,8 +194,8 @@ def test_whole_word_masking_masks_jieba_words_together(fixture_dirs):
 
 def test_bert_80_10_10_split_applies_after_whole_word_selection(fixture_dirs):
     tokenizer, enc_dir = fixture_dirs
-    ds = pt.ShardedTokenDataset(pt.shard_paths(enc_dir, "train"))
-    collator = pt.WholeWordMaskCollator(tokenizer, mlm_probability=0.5, seed=1)
+    ds = mlm.ShardedTokenDataset(shard_paths(enc_dir, "train"))
+    collator = mlm.WholeWordMaskCollator(tokenizer, mlm_probability=0.5, seed=1)
     counts = {"mask": 0, "random": 0, "kept": 0}
     for start in range(0, 512, 32):
         batch = collator([ds[i] for i in range(start, start + 32)])
@@ -207,8 +213,8 @@ def test_bert_80_10_10_split_applies_after_whole_word_selection(fixture_dirs):
 
 def test_masks_follow_the_row_keys_not_the_global_rng(fixture_dirs):
     tokenizer, enc_dir = fixture_dirs
-    ds = pt.ShardedTokenDataset(pt.shard_paths(enc_dir, "train"))
-    collator = pt.WholeWordMaskCollator(tokenizer, seed=3)
+    ds = mlm.ShardedTokenDataset(shard_paths(enc_dir, "train"))
+    collator = mlm.WholeWordMaskCollator(tokenizer, seed=3)
     rows = [ds[i] for i in range(8)]
     state = torch.get_rng_state()
     a, b = collator(rows), collator(rows)
@@ -221,17 +227,17 @@ def test_masks_follow_the_row_keys_not_the_global_rng(fixture_dirs):
 
 def test_without_word_ids_words_come_from_wordpiece_continuations(tmp_path):
     tok_dir, enc_dir = make_encoded_fixture(tmp_path, word_ids=False, train_rows=50, heldout_rows=10)
-    tokenizer = pt.load_tokenizer(tok_dir)
-    ds = pt.ShardedTokenDataset(pt.shard_paths(enc_dir, "train"))
+    tokenizer = pt.mlm_tokenizer(tok_dir)
+    ds = mlm.ShardedTokenDataset(shard_paths(enc_dir, "train"))
     assert not ds.has_word_ids and "word_ids" not in ds[0]
     vocab = tokenizer.get_vocab()
     cont = next(i for t, i in vocab.items() if t.startswith("##"))
     plain = [vocab[t] for t in ("银", "行")]
     ids = np.array([tokenizer.cls_token_id, plain[0], cont, cont, plain[1], tokenizer.sep_token_id])
-    collator = pt.WholeWordMaskCollator(tokenizer, seed=0)
+    collator = mlm.WholeWordMaskCollator(tokenizer, seed=0)
     special = collator._is_special[ids]
-    assert pt.continuation_word_ids(ids, collator._is_continuation, special).tolist() == [-1, 0, 0, 0, 1, -1]
-    batch = pt.WholeWordMaskCollator(tokenizer, mlm_probability=1.0, seed=0)([{"input_ids": ids, "key": 0}])
+    assert mlm.continuation_word_ids(ids, collator._is_continuation, special).tolist() == [-1, 0, 0, 0, 1, -1]
+    batch = mlm.WholeWordMaskCollator(tokenizer, mlm_probability=1.0, seed=0)([{"input_ids": ids, "key": 0}])
     assert (batch["labels"][0] != -100).tolist() == [False, True, True, True, True, False]
 
 
@@ -280,7 +286,7 @@ def test_init_from_a_local_safetensors_checkpoint_resizes_with_a_message(fixture
 def test_masked_token_accuracy_counts_only_masked_positions():
     from transformers import EvalPrediction
 
-    metric = pt.MaskedTokenAccuracy()
+    metric = mlm.MaskedTokenAccuracy()
     labels = torch.tensor([[-100, 5, -100, 7], [-100, -100, 9, -100]])
     preds = torch.tensor([[5, 5, 0, 1], [0, 0, 9, 3]])
     assert metric(EvalPrediction(predictions=preds, label_ids=labels), compute_result=False) == {}
@@ -290,7 +296,7 @@ def test_masked_token_accuracy_counts_only_masked_positions():
     assert metric.total == 0, "state resets after each evaluation"
     logits = torch.zeros(1, 2, 6)
     logits[0, 0, 3] = logits[0, 1, 5] = 1
-    assert pt.argmax_logits((logits,), None).tolist() == [[3, 5]]
+    assert mlm.argmax_logits((logits,), None).tolist() == [[3, 5]]
 
 
 def test_masked_lm_loss_weighs_every_masked_token_across_the_step():
@@ -298,9 +304,9 @@ def test_masked_lm_loss_weighs_every_masked_token_across_the_step():
     labels = torch.full((2, 5), -100)
     labels[0, 1], labels[1, 3], labels[1, 4] = 4, 2, 9
     mean = torch.nn.functional.cross_entropy(logits.view(-1, 11), labels.view(-1), ignore_index=-100)
-    assert torch.allclose(pt.masked_lm_loss({"logits": logits}, labels), mean)
+    assert torch.allclose(mlm.masked_lm_loss({"logits": logits}, labels), mean)
     # 3 masked tokens here out of 6 in the whole step: half the weight
-    assert torch.allclose(pt.masked_lm_loss({"logits": logits}, labels, torch.tensor(6)), mean / 2)
+    assert torch.allclose(mlm.masked_lm_loss({"logits": logits}, labels, torch.tensor(6)), mean / 2)
 
 
 def test_peak_flops_table_and_flops_per_token(fixture_dirs):
@@ -325,9 +331,9 @@ def test_peak_flops_table_and_flops_per_token(fixture_dirs):
 
 def test_dataset_reads_shards_lazily_and_keeps_only_a_few(fixture_dirs):
     _, enc_dir = fixture_dirs
-    paths = pt.shard_paths(enc_dir, "train")
+    paths = shard_paths(enc_dir, "train")
     assert len(paths) == 10  # 600 rows in shards of 64
-    ds = pt.ShardedTokenDataset(paths, cache_shards=2)
+    ds = mlm.ShardedTokenDataset(paths, cache_shards=2)
     assert len(ds) == 600 and ds.shard_loads == 0 and ds.loaded_shards == [], "construction reads footers only"
     row = ds[5 * 64 + 3]
     assert ds.loaded_shards == [5] and ds.shard_loads == 1
@@ -337,14 +343,14 @@ def test_dataset_reads_shards_lazily_and_keeps_only_a_few(fixture_dirs):
     assert ds.loaded_shards == [0, 1] and ds.shard_loads == 3, "least recently used shard dropped"
     assert ds[600 + 7]["input_ids"].tolist() == ds[7]["input_ids"].tolist()  # key of epoch 1
     assert ds[600 + 7]["key"] == 607
-    limited = pt.ShardedTokenDataset(paths, max_rows=100)
+    limited = mlm.ShardedTokenDataset(paths, max_rows=100)
     assert len(limited) == 100
 
 
 def test_sampler_is_a_deterministic_shard_window_permutation(fixture_dirs):
     _, enc_dir = fixture_dirs
-    ds = pt.ShardedTokenDataset(pt.shard_paths(enc_dir, "train"), cache_shards=2)
-    sampler = pt.ShardWindowSampler(ds, seed=5)
+    ds = mlm.ShardedTokenDataset(shard_paths(enc_dir, "train"), cache_shards=2)
+    sampler = mlm.ShardWindowSampler(ds, seed=5)
     epoch0 = list(sampler)
     assert sorted(epoch0) == list(range(600)) and epoch0 != list(range(600))
     assert list(sampler) == epoch0, "same (seed, epoch), same order"
@@ -363,69 +369,31 @@ def test_sampler_is_a_deterministic_shard_window_permutation(fixture_dirs):
 
 
 # ---------------------------------------------------------------------------
-# Resume bookkeeping, args, curve
+# Strict params
 # ---------------------------------------------------------------------------
 
 
-def _fake_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
-    path = folder / f"checkpoint-{step}"
-    path.mkdir(parents=True)
-    names = ["model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"] + (["trainer_state.json"] if complete else [])
-    for name in names:
-        (path / name).write_text("x")
-    return path
+def test_pretrain_params_are_strict_one_line_errors():
+    training = {"max_steps": 10, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "save_steps": 5, "logging_steps": 5}
+    assert pt.pretrain_training(training).eval_steps is None
+    cases = [
+        (training | {"lerning_rate": 1e-3}, "pretrain.training: unknown key 'lerning_rate'; allowed keys:"),
+        (training | {"warmup_ratio": 1.5}, "pretrain.training.warmup_ratio: 1.5 is not allowed; use a number in [0.0, 1.0)"),
+        (training | {"max_steps": "ten"}, "pretrain.training.max_steps: 'ten' is not allowed; expected int"),
+        ({k: v for k, v in training.items() if k != "max_steps"}, "pretrain.training: missing required key 'max_steps'"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ConfigError) as err:
+            pt.pretrain_training(params)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    from zhnlp.config import from_params
 
-
-def test_checkpoint_dir_resumes_only_on_a_matching_signature(tmp_path):
-    folder = tmp_path / "ckpt"
-    sig = pt.run_signature({"params": {"lr": 1e-3}})
-    first = pt.prepare_checkpoint_dir(folder, sig, {"params": {"lr": 1e-3}})
-    assert not first.resumed and first.reason == "fresh start (no checkpoint)"
-    assert json.loads((folder / pt.SIGNATURE_FILE).read_text())["signature"] == sig
-    _fake_checkpoint(folder, 10)
-    _fake_checkpoint(folder, 20)
-    _fake_checkpoint(folder, 30, complete=False)  # killed while saving
-    other_rank = pt.prepare_checkpoint_dir(folder, sig, {}, is_main=False)
-    assert other_rank.step == 20 and (folder / "checkpoint-30").exists(), "only the main process tidies"
-    again = pt.prepare_checkpoint_dir(folder, sig, {})
-    assert again.resumed and again.checkpoint == folder / "checkpoint-20" and again.step == 20
-    assert not (folder / "checkpoint-30").exists(), "the incomplete checkpoint is removed"
-    changed = pt.run_signature({"params": {"lr": 2e-3}})
-    assert changed != sig
-    fresh = pt.prepare_checkpoint_dir(folder, changed, {"params": {"lr": 2e-3}})
-    assert not fresh.resumed and fresh.wiped and "other params" in fresh.reason
-    assert sorted(p.name for p in folder.iterdir()) == [pt.SIGNATURE_FILE]
-    assert pt.last_complete_checkpoint(folder) is None
-
-
-def test_files_identity_follows_content(tmp_path):
-    (tmp_path / "a.parquet").write_bytes(b"1")
-    (tmp_path / "b.parquet").write_bytes(b"2")
-    before = pt.files_identity(tmp_path)
-    (tmp_path / "b.parquet").write_bytes(b"3")
-    assert pt.files_identity(tmp_path) != before
-    assert pt.files_identity(tmp_path, [tmp_path / "a.parquet"]) != pt.files_identity(tmp_path)
-
-
-def test_training_arguments_follow_params(tmp_path):
-    training = {
-        "max_steps": 300, "per_device_train_batch_size": 32, "gradient_accumulation_steps": 2, "learning_rate": 5e-4,
-        "weight_decay": 0.01, "warmup_ratio": 0.1, "save_steps": 100, "logging_steps": 20, "eval_steps": 50, "seed": 42,
-    }
-    args = pt.training_arguments(training, tmp_path)
-    assert args.optim == "adamw_torch" and args.lr_scheduler_type == "linear" and args.weight_decay == 0.01
-    assert args.get_warmup_steps(300) == 30 and args.gradient_accumulation_steps == 2
-    assert args.save_steps == 100 and args.save_total_limit == 2 and args.eval_steps == 50 and args.logging_steps == 20
-    assert args.report_to == ["mlflow"] and args.seed == 42 and args.eval_strategy == "steps"
-    if not torch.cuda.is_available():
-        assert args.use_cpu and not args.bf16 and args.dataloader_num_workers == 0
-    with pytest.raises(ValueError, match="warmup_ratio"):
-        pt.training_arguments(training | {"warmup_ratio": 1.5}, tmp_path)
-
-
-def test_loss_curve_pairs_eval_loss_with_its_step():
-    history = [{"loss": 3.0, "step": 10}, {"loss": 2.5, "step": 20}, {"eval_loss": 2.7, "step": 20}, {"train_loss": 2.7, "step": 20}]
-    assert pt.loss_curve(history) == [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5, "eval_loss": 2.7}]
+    with pytest.raises(ConfigError, match=r"^pretrain.model: unknown key 'hiden_size'"):
+        pt.build_model(None, TINY_MODEL | {"hiden_size": 64})
+    with pytest.raises(ConfigError, match=r"^pretrain.model.hidden_size: 30 is not allowed; use a multiple of num_attention_heads \(4\)"):
+        from_params(pt.ModelSettings, TINY_MODEL | {"hidden_size": 30, "num_attention_heads": 4}, "pretrain.model")
+    with pytest.raises(ConfigError, match=r"^pretrain.backbones.char.tokenizer: name 'a;b' is not allowed"):
+        from_params(pt.BackboneSpec, {"tokenizer": "a;b"}, "pretrain.backbones.char")
 
 
 # ---------------------------------------------------------------------------
@@ -441,7 +409,7 @@ def test_short_training_learns_and_reports_accuracy_and_throughput(fixture_dirs,
     }
     with pytest.warns(UserWarning, match="embedding-capacity"):
         setup = pt.build_trainer(
-            tokenizer, TINY_MODEL, training, pt.shard_paths(enc_dir, "train"), pt.shard_paths(enc_dir, "heldout"),
+            tokenizer, TINY_MODEL, training, shard_paths(enc_dir, "train"), shard_paths(enc_dir, "heldout"),
             tmp_path / "ckpt", report_to=[],
         )
     setup.trainer.train()
@@ -455,19 +423,19 @@ def test_short_training_learns_and_reports_accuracy_and_throughput(fixture_dirs,
     summary = setup.throughput.summary()
     assert summary["tokens_per_second"] > 0 and summary["mfu"] is None  # no MFU without a GPU's peak
     assert summary["train_tokens"] == setup.trainer.state.num_input_tokens_seen
-    assert [p.name for _, p in pt.checkpoints(tmp_path / "ckpt")] == ["checkpoint-20", "checkpoint-40"]
-    assert pt.checkpoint_is_complete(tmp_path / "ckpt" / "checkpoint-40")
-    curve = pt.loss_curve(history)
+    assert [p.name for _, p in checkpoints(tmp_path / "ckpt")] == ["checkpoint-20", "checkpoint-40"]
+    assert checkpoint_is_complete(tmp_path / "ckpt" / "checkpoint-40")
+    curve = loss_curve(history)
     assert [r["step"] for r in curve] == [10, 20, 30, 40] and "eval_loss" in curve[1] and "eval_loss" in curve[3]
 
     # A run killed after its last checkpoint: the outputs come from that checkpoint, with no extra step.
     with pytest.warns(UserWarning, match="embedding-capacity"):
         again = pt.build_trainer(
-            tokenizer, TINY_MODEL, training, pt.shard_paths(enc_dir, "train"), pt.shard_paths(enc_dir, "heldout"),
+            tokenizer, TINY_MODEL, training, shard_paths(enc_dir, "train"), shard_paths(enc_dir, "heldout"),
             tmp_path / "ckpt", report_to=[],
         )
-    pt.restore_finished_run(again.trainer, tmp_path / "ckpt" / "checkpoint-40")
-    assert again.trainer.state.global_step == 40 and pt.loss_curve(again.trainer.state.log_history) == curve
+    again.trainer.state = load_finished_checkpoint(again.trainer.model, tmp_path / "ckpt" / "checkpoint-40")
+    assert again.trainer.state.global_step == 40 and loss_curve(again.trainer.state.log_history) == curve
     trained = setup.model.state_dict()
     for name, tensor in again.model.state_dict().items():
         assert torch.equal(tensor, trained[name]), name

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from zhnlp.safe_eval import UnsafeExpression, safe_eval
+from zhnlp.data.safe_eval import UnsafeExpression, safe_eval
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,17 @@
-"""zhnlp.seq2seq: Ape210K UniLM sequences, the equation-only loss, decoding and the safe_eval correctness check."""
+"""zhnlp.tasks.seq2seq: Ape210K UniLM sequences, the equation-only loss, decoding and the safe_eval correctness check."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from zhnlp.ape210k import iter_problems
-from zhnlp.demo import write_demo_corpora
-from zhnlp.generation import IGNORE, TextCodec, save_random_backbone
-from zhnlp.rows import RowPolicy
-from zhnlp.seq2seq import ApeSettings, check_prediction, decode_equations, encode_problems, load_backbone
+from zhnlp.data.ape210k import iter_problems
+from demo import write_demo_corpora
+from zhnlp.tasks.generation import IGNORE, TextCodec, save_random_backbone
+from zhnlp.data.rows import RowPolicy
+from zhnlp.tasks.seq2seq import ApeSettings, check_prediction, decode_equations, encode_problems, load_backbone
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

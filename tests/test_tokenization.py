@@ -10,20 +10,8 @@ import pytest
 from shared_data import shared_data_dir
 from transformers import AutoTokenizer, BertTokenizerFast
 
-from zhnlp.tokenization import (
-    META_FILE,
-    TokenizerError,
-    add_words,
-    build_tokenizer,
-    is_cjk_word,
-    load_tokenizer,
-    measure,
-    save_tokenizer,
-    segment_words,
-    select_words,
-    split_cjk,
-    train_char_tokenizer,
-)
+from zhnlp.text.tokenization import META_FILE, TokenizerError, is_cjk_word, load_tokenizer, save_tokenizer, segment_words, split_cjk
+from zhnlp.text.tokenizer_training import add_words, build_tokenizer, measure, select_words, train_char_tokenizer
 
 TEXTS = [
     "我们在公园里playing football，大家都很开心。",
@@ -208,7 +196,7 @@ def test_char_tokenizer_on_real_tnews(tmp_path):
 
 
 def test_word_ids_from_offsets_keep_wordpieces_and_split_long_pretokens():
-    from zhnlp.tokenization import _char_mode_word_ids
+    from zhnlp.text.tokenization import _char_mode_word_ids
 
     # WordPiece: "play ##s" is one jieba word; jieba cuts "café" as caf|é but BERT's "caf ##e" stays one word
     assert _char_mode_word_ids(["我们", "plays", "了"], ["我", "们", "play", "##s", "了"], [0, 1, 2, 2, 3], [(0, 1), (1, 2), (2, 6), (6, 7), (7, 8)], "##") == [0, 0, 1, 1, 2]
@@ -217,3 +205,19 @@ def test_word_ids_from_offsets_keep_wordpieces_and_split_long_pretokens():
     words = ["研究", "生命", "的", "起源"]
     assert _char_mode_word_ids(words, ["研究", "生命", "的", "起", "源"], [0] * 5, [(0, 2), (2, 4), (4, 5), (5, 6), (6, 7)], None) == [0, 1, 2, 3, 3]
     assert _char_mode_word_ids(words, ["研究生", "命的", "起源"], [0] * 3, [(0, 3), (3, 5), (5, 7)], None) == [0, 0, 1]
+
+
+def test_vocab_size_follows_added_tokens_and_save_rewrites_the_meta(word_dir, tmp_path):
+    """ZhTokenizer.vocab_size is read live; ZhTokenizer.save keeps mode and settings and records the new size."""
+    tok = load_tokenizer(word_dir)
+    before = tok.vocab_size
+    assert before == len(tok.hf)
+    tok.hf.add_tokens(["_", "[", "]", "新词甲"])
+    assert tok.vocab_size == len(tok.hf) > before
+    tok.save(tmp_path / "saved")
+    meta = json.loads((tmp_path / "saved" / META_FILE).read_text(encoding="utf-8"))
+    assert meta["mode"] == "word" and meta["lowercase"] is True and meta["words"] == 5
+    assert meta["vocab_size"] == tok.vocab_size and meta["segmenter"]["name"] == "jieba"
+    again = load_tokenizer(tmp_path / "saved")
+    assert again.mode == "word" and again.vocab_size == tok.vocab_size
+    assert again.tokenize("研究生命的起源") == tok.tokenize("研究生命的起源")

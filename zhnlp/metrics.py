@@ -1,4 +1,8 @@
-"""Scores, aggregate means, calibration bins and rankings (numpy; sklearn for F1).
+"""Scores, aggregate means, calibration bins and rankings: the one owner of every metric.
+
+Classification: accuracy and macro-F1 (sklearn). Generation: corpus BLEU (sacrebleu) and
+distinct-n. Aggregation: power means. Calibration: reliability bins and ECE. Rankings:
+competition ranks and Kendall's tau-b (scipy).
 
 Power means (techniques.md §2): M_γ(s) = ((1/T) Σ s_t^γ)^(1/γ); γ=1 arithmetic, γ→0
 geometric, γ=-1 harmonic, γ=±inf max/min. M_γ is non-decreasing in γ.
@@ -7,6 +11,8 @@ geometric, γ=-1 harmonic, γ=±inf max/min. M_γ is non-decreasing in γ.
 from __future__ import annotations
 
 import math
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -42,6 +48,40 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     if t.size == 0:
         raise ValueError("no rows to score")
     return t, p
+
+
+# --------------------------------------------------------------------------- generation scores
+
+
+def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], max_n: int = 4, epsilon: float = 0.1) -> float:
+    """Corpus BLEU of token sequences, one reference each, in 0-100 (sacrebleu).
+
+    Uniform weights up to ``max_n``, clipped n-gram counts summed over the corpus, brevity
+    penalty ``exp(1 - ref_len / hyp_len)`` when the hypotheses are shorter. An order with no
+    match counts ``epsilon`` matches (sacrebleu's ``floor`` smoothing, which is NLTK's
+    ``method1``), so one empty order does not zero the score; no match at all, or no
+    hypothesis n-grams of some order, gives 0. Tokens are joined with spaces and split again
+    (``tokenize="none"``): for single characters this is sacrebleu's ``tokenize="char"``.
+    """
+    from sacrebleu.metrics import BLEU
+
+    if len(hypotheses) != len(references):
+        raise ValueError("one reference per hypothesis")
+    bleu = BLEU(tokenize="none", max_ngram_order=max_n, smooth_method="floor", smooth_value=epsilon)
+    return float(bleu.corpus_score([" ".join(h) for h in hypotheses], [[" ".join(r) for r in references]]).score)
+
+
+def _ngrams(seq: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(seq[i : i + n]) for i in range(len(seq) - n + 1))
+
+
+def distinct_n(texts: Sequence[Sequence[str]], n: int) -> float:
+    """Distinct n-grams / all n-grams over every text (0 when there are none)."""
+    grams: Counter = Counter()
+    for text in texts:
+        grams.update(_ngrams(text, n))
+    total = sum(grams.values())
+    return len(grams) / total if total else 0.0
 
 
 # --------------------------------------------------------------------------- power means
@@ -174,35 +214,34 @@ def plot_reliability(curves: Mapping[str, dict], path, title: str = "") -> None:
 
 
 def rank(scores: Mapping[str, float | None], higher_is_better: bool = True) -> dict[str, int | None]:
-    """Competition ranks (1, 2, 2, 4): ties share the best rank; None scores get rank None."""
+    """Competition ranks (1, 2, 2, 4; scipy's ``rankdata(method="min")``): ties share the best rank; None scores get rank None."""
+    from scipy.stats import rankdata
+
     valid = {k: float(v) for k, v in scores.items() if v is not None and math.isfinite(v)}
-    sign = -1.0 if higher_is_better else 1.0
     out: dict[str, int | None] = {k: None for k in scores}
-    for name, value in valid.items():
-        out[name] = 1 + sum(1 for other in valid.values() if sign * other < sign * value)
+    if valid:
+        values = np.fromiter(valid.values(), dtype=np.float64)
+        ranks = rankdata(-values if higher_is_better else values, method="min")
+        out.update({name: int(r) for name, r in zip(valid, ranks)})
     return out
 
 
 def kendall_tau(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:
-    """Kendall's tau-b between two scorings of the same items (None if undefined: < 2 items or all tied)."""
+    """Kendall's tau-b between two scorings of the same items (scipy; None if undefined: < 2 items or all tied)."""
+    from scipy.stats import kendalltau
+
     keys = [k for k in a if k in b and a[k] is not None and b[k] is not None]
-    conc = disc = ties_a = ties_b = 0
-    for i, x in enumerate(keys):
-        for y in keys[i + 1 :]:
-            da = np.sign(a[x] - a[y])
-            db = np.sign(b[x] - b[y])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                conc += 1
-            else:
-                disc += 1
-    denom = math.sqrt((conc + disc + ties_a) * (conc + disc + ties_b))
-    return None if denom == 0 else (conc - disc) / denom
+    if len(keys) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant scoring: tau is undefined (NaN), reported as None
+        tau = kendalltau([a[k] for k in keys], [b[k] for k in keys], variant="b").statistic
+    return None if not math.isfinite(tau) else float(tau)
+
+
+def metric_key(name: str) -> str:
+    """A name as one part of a metric key, safe for tracking stores ("char+CAN" -> "char_CAN")."""
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)
 
 
 def swapped_pairs(rank_a: Mapping[str, int | None], rank_b: Mapping[str, int | None]) -> list[tuple[str, str]]:

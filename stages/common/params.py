@@ -89,10 +89,78 @@ def fail(message: str) -> None:
 
 
 
+def _dvc_str(value: Any) -> str:
+    """A foreach/matrix value as DVC writes it into a stage name."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def stage_item(group: str | Mapping[str, tuple[str, ...]], *sources: str, argv: list[str] | None = None) -> Any:
+    """The names a foreach/matrix stage runs for: ``name = stage_item("download", "downloads")``.
+
+    dvc.yaml commands carry no params text (a name would reach the shell): under ``dvc repro``
+    and the flow, ``DVC_STAGE`` names the stage (``download@ape210k``), and its key is matched
+    against the params ``sources`` the stage is generated from (a matrix key ``char-tnews``
+    against every pair; an ambiguous split is an error). By hand, ``python -m stages.X NAME...``
+    names them. Every name must be a params entry and pass ``zhnlp.config.check_name``.
+    ``group`` may map several groups run by one program to their sources. Returns one name,
+    or a tuple for several sources.
+    """
+    import argparse
+    import itertools
+
+    from zhnlp.config import ConfigError, check_name
+
+    groups = dict(group) if isinstance(group, Mapping) else {group: sources}
+    arity = len(next(iter(groups.values())))
+    parser = argparse.ArgumentParser(description=getattr(sys.modules.get("__main__"), "__doc__", None))
+    for i in range(arity):
+        parser.add_argument(f"name{i}", nargs="?", metavar="/".join(dict.fromkeys(s[i].rsplit(".", 1)[-1].rstrip("s").upper() for s in groups.values())))
+    args = [a for a in vars(parser.parse_args(sys.argv[1:] if argv is None else argv)).values() if a is not None]
+    params = load_params()
+
+    def choices(source: str) -> list:
+        try:
+            found = select(params, source)
+        except KeyError as err:
+            raise ConfigError(str(err.args[0])) from None
+        return list(found) if isinstance(found, (Mapping, list)) else []
+
+    if args:  # by hand
+        if len(args) != arity:
+            parser.error(f"give {arity} names or none (under dvc repro)")
+        where = ["|".join(dict.fromkeys(s[i] for s in groups.values())) for i in range(arity)]
+        names = []
+        for i, arg in enumerate(args):
+            allowed = [c for s in groups.values() for c in choices(s[i])]
+            if arg not in [_dvc_str(c) for c in allowed]:
+                raise ConfigError(f"{where[i]}: no entry {arg!r}; defined: {', '.join(map(_dvc_str, allowed)) or 'none'}")
+            names.append(check_name(where[i], arg))
+    else:
+        stage = os.environ.get("DVC_STAGE", "")
+        name, _, key = stage.partition("@")
+        if name not in groups or not key:
+            expected = " or ".join(f"{g}@<name>" for g in groups)
+            raise ConfigError(f"DVC_STAGE={stage!r} is not a {expected} stage; run it with `dvc repro` or name it: {parser.format_usage().strip()}")
+        found = [c for c in itertools.product(*map(choices, groups[name])) if "-".join(map(_dvc_str, c)) == key]
+        if not found:
+            raise ConfigError(f"stage {stage}: {key!r} matches no entry of {', '.join(groups[name])}")
+        if len(found) > 1:
+            raise ConfigError(f"stage {stage}: {key!r} is ambiguous ({' or '.join(map(repr, found))}); rename entries so no '-' split repeats")
+        names = [check_name(s, n) for s, n in zip(groups[name], found[0])]
+    return names[0] if arity == 1 else tuple(names)
+
+
 def run(main) -> None:
-    """Run a stage's ``main``; a params mistake or bad input ends it with one ``error:`` line, exit 2."""
+    """Run a stage's ``main``; a params mistake or bad input ends it with one ``error:`` line, exit 2.
+
+    Under ``dvc repro`` or the flow the stage first takes its lock and ties its life to theirs
+    (:func:`stages.common.liveness.guard`), before it touches any output or checkpoint.
+    """
+    from stages.common.liveness import guard
     from zhnlp.errors import UserError
 
+    if os.environ.get("DVC_STAGE"):
+        guard(os.environ["DVC_STAGE"])
     try:
         main()
     except UserError as err:

@@ -19,11 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stages.common import liveness
 from stages.common.params import ROOT, flatten, resolve, setup_env, write_json
 
 PIPELINE_RUN_ENV = "ZHNLP_PIPELINE_RUN_ID"
 PREFECT_RUN_ENV = "ZHNLP_PREFECT_FLOW_RUN_ID"
 PIPELINE_KEY_TAG = "zhnlp.pipeline_key"
+OWNER_TAG = "zhnlp.owner"  # host:pid:create_time of the process behind a run (liveness.identity)
+RESUMED_TAG = "zhnlp.resumed_from_run"  # on a stage run: the killed run of the same stage it follows
 DEFAULT_EXPERIMENT = "zhnlp"
 
 
@@ -69,16 +72,11 @@ def _dvc_ancestor() -> tuple[str, str] | None:
     """(key, command) of the dvc process running this stage, if any."""
     import psutil
 
-    proc = psutil.Process().parent()
-    while proc is not None:
-        try:
-            cmd = proc.cmdline()
-        except psutil.Error:
-            return None
-        if "dvc" in [Path(c).name for c in cmd[:4]]:  # `dvc ...`, `python .../dvc ...`, `python -m dvc ...`
-            return f"dvc-{proc.pid}-{proc.create_time():.3f}", " ".join(cmd)
-        proc = proc.parent()
-    return None
+    proc = liveness.dvc_process()
+    try:
+        return (f"dvc-{proc.pid}-{proc.create_time():.3f}", " ".join(proc.cmdline())) if proc else None
+    except psutil.Error:
+        return None
 
 
 def _pipeline_parent(client, experiment_id: str) -> str | None:
@@ -91,13 +89,37 @@ def _pipeline_parent(client, experiment_id: str) -> str | None:
     key, command = found
     runs = client.search_runs([experiment_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1)
     if runs:
+        client.update_run(runs[0].info.run_id, status="RUNNING")  # running again while this stage runs
         return runs[0].info.run_id
+    tags = {PIPELINE_KEY_TAG: key, "zhnlp.trigger": "dvc", "zhnlp.command": command, "git.commit": git_commit()}
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        tags={PIPELINE_KEY_TAG: key, "zhnlp.trigger": "dvc", "zhnlp.command": command, "git.commit": git_commit()},
+        tags=tags | ({OWNER_TAG: liveness.owner()} if liveness.owner() else {}),
     )
     return run.info.run_id
+
+
+def close_stale_runs(client, experiment_id: str, stage: str) -> str | None:
+    """Mark RUNNING runs of ``stage`` whose process is gone KILLED, and their parent once none of its
+    runs lives. Returns the latest run of the stage if it was killed: the run a new one follows."""
+    running = client.search_runs([experiment_id], f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'", max_results=500)
+    parents = set()
+    for run in running:
+        if liveness.alive(run.data.tags.get(OWNER_TAG, "")) is False:
+            client.set_terminated(run.info.run_id, "KILLED")
+            parents.add(run.data.tags.get("mlflow.parentRunId"))
+    for parent_id in parents - {None}:
+        parent = client.get_run(parent_id)
+        if parent.info.status != "RUNNING" or liveness.alive(parent.data.tags.get(OWNER_TAG, "")) is not False:
+            continue
+        children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'")
+        if all(liveness.alive(c.data.tags.get(OWNER_TAG, "")) is False for c in children):
+            for child in children:
+                client.set_terminated(child.info.run_id, "KILLED")
+            client.set_terminated(parent_id, "KILLED")
+    latest = client.search_runs([experiment_id], f"tags.`dvc.stage` = '{stage}'", max_results=1, order_by=["attributes.start_time DESC"])
+    return latest[0].info.run_id if latest and latest[0].info.status == "KILLED" else None
 
 
 class StageRun:
@@ -109,6 +131,17 @@ class StageRun:
         self.metrics: dict[str, float] = {}
 
     def __enter__(self) -> "StageRun":
+        # One live writer per stage, and none outliving its dvc/flow (see stages.common.liveness).
+        self._locked = liveness.hold(self.stage)
+        self._sigterm = liveness.install_sigterm()
+        try:
+            liveness.watch_owner(self.stage)
+            return self._start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _start(self) -> "StageRun":
         import mlflow
 
         setup_env()
@@ -116,6 +149,7 @@ class StageRun:
         client = mlflow.MlflowClient()
         exp_id = ensure_experiment(client)
         mlflow.set_experiment(experiment_id=exp_id)
+        resumed_from = close_stale_runs(client, exp_id, self.stage)
         self.parent_id = _pipeline_parent(client, exp_id)
         deps = dvc_deps(self.stage) if os.environ.get("DVC_STAGE") else []
         tags = {
@@ -123,7 +157,10 @@ class StageRun:
             "dvc.deps_hash": deps_hash(deps) if deps else "not-run-by-dvc",
             "git.commit": git_commit(),
             "zhnlp.stage_kind": self.stage.split("@")[0],
+            OWNER_TAG: liveness.identity(),
         }
+        if resumed_from:
+            tags[RESUMED_TAG] = resumed_from
         if os.environ.get(PREFECT_RUN_ENV):
             tags["prefect.flow_run_id"] = os.environ[PREFECT_RUN_ENV]
         self.run = mlflow.start_run(run_name=self.stage, parent_run_id=self.parent_id, tags=tags)
@@ -160,11 +197,21 @@ class StageRun:
         self._mlflow.log_text(text, name)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._mlflow.log_metric("stage_seconds", time.perf_counter() - self._t0)
-        self._mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
-        if self.parent_id and not os.environ.get(PIPELINE_RUN_ENV):
-            # A dvc-started parent has no end hook: each child marks it finished so far.
-            self._mlflow.MlflowClient().set_terminated(self.parent_id, "FAILED" if exc_type else "FINISHED")
+        try:
+            killed = exc_type is not None and issubclass(exc_type, (liveness.Terminated, KeyboardInterrupt))
+            status = "KILLED" if killed else "FAILED" if exc_type else "FINISHED"
+            self._mlflow.log_metric("stage_seconds", time.perf_counter() - self._t0)
+            self._mlflow.end_run(status=status)
+            if self.parent_id and not os.environ.get(PIPELINE_RUN_ENV):
+                # A dvc-started parent has no end hook: each child marks it finished so far.
+                self._mlflow.MlflowClient().set_terminated(self.parent_id, status)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._locked:
+            liveness.release(self.stage)
+        liveness.restore_sigterm(self._sigterm)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

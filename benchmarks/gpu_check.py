@@ -1,0 +1,201 @@
+"""GPU check (`make gpu-check`): the CUDA paths that CPU CI never runs, with their figures.
+
+1. **Pretraining, bf16.** A BERT-base-sized masked LM (hidden 768, 12 layers, 12 heads; the real
+   21,128-entry Chinese BERT vocab when ``--vocab`` is given, else a synthetic one of that size) on
+   synthetic token shards, trained through zhnlp's own setup (``zhnlp.tasks.pretraining.build_trainer``:
+   the Trainer, bf16 where CUDA has it, AdamW, the whole-word-masking collator, the shard sampler)
+   and, in the same process, through a bare PyTorch loop with the same model, batch, bf16 autocast
+   and AdamW. Prints tokens/s, MFU and the ratio ours / bare.
+2. **Generation, bf16.** Beam search (3 beams) with the UniLM head on a batch of 32 prompts.
+
+Every figure is printed as one JSON line (``"check": ...``) and written to ``--out`` when given.
+Exit status 1 when there is no CUDA device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SEQ_LEN = 128
+BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "max_position_embeddings": 512}
+
+
+def _emit(record: dict, out: list[dict]) -> None:
+    out.append(record)
+    print(json.dumps(record), flush=True)
+
+
+def _vocab_file(path: str | None, tmp: Path) -> Path:
+    if path and Path(path).is_file():
+        return Path(path)
+    tokens = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [chr(0x4E00 + i) for i in range(21128 - len(tokens))]
+    out = tmp / "vocab.txt"
+    out.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return out
+
+
+def _shards(tmp: Path, vocab: int, rows: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    from zhnlp.text.shards import Row, ShardWriter, shard_schema
+
+    rng = np.random.default_rng(seed)
+    paths = {}
+    for split, n in (("train", rows), ("heldout", 256)):
+        writer = ShardWriter(tmp, split, shard_schema(True), shard_rows=1 << 20)
+        for _ in range(n):
+            body = rng.integers(104, vocab, size=SEQ_LEN - 2).tolist()
+            ids = [101, *body, 102]
+            words = [-1, *(i // 2 for i in range(SEQ_LEN - 2)), -1]  # two-token words
+            writer.write(Row(ids, words, "synthetic", split, 0))
+        writer.close()
+        paths[split] = [tmp / name for name in writer.shards]
+    return paths["train"], paths["heldout"]
+
+
+def check_pretraining(args, tmp: Path, out: list[dict]) -> None:
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from zhnlp.tasks.pretraining import build_trainer, flops_per_token, peak_bf16_flops
+
+    tokenizer = BertTokenizerFast(vocab=str(_vocab_file(args.vocab, tmp)))  # transformers 5: `vocab`, not `vocab_file`
+    model_params = TINY if args.dry_run else BASE
+    dev = args.device
+    batch, steps, skip = args.batch, args.steps, 10
+    train, heldout = _shards(tmp, len(tokenizer), rows=batch * (steps + 2))
+    training = {
+        "max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 1e-4, "warmup_ratio": 0.1,
+        "save_steps": 10 * steps, "logging_steps": 10, "eval_steps": 10 * steps, "seed": 42,
+    }
+    setup = build_trainer(tokenizer, model_params, training, train, heldout, tmp / "run", report_to=(), throughput_skip_steps=skip)
+    _reset_memory(dev)
+    setup.trainer.train()
+    ours = setup.throughput.summary()
+    ours_mem = _peak_gib(dev)
+    device, peak = peak_bf16_flops()
+    _emit({"check": "pretrain_ours", "device": device, "bf16": bool(setup.trainer.args.bf16), "batch": batch, "seq_len": SEQ_LEN,
+           "parameters": setup.model_info["parameters"], "tokens_per_second": ours["tokens_per_second"], "mfu": ours["mfu"],
+           "peak_gib": ours_mem, "final_loss": setup.trainer.state.log_history[-1].get("train_loss")}, out)
+    del setup
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+
+    # The bare loop: same config, batch, bf16 autocast, AdamW, 15% of positions masked.
+    torch.manual_seed(42)
+    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **model_params)
+    model = BertForMaskedLM(config).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    ids = torch.randint(104, len(tokenizer), (batch, SEQ_LEN), device=dev, generator=gen)
+    _reset_memory(dev)
+    t0 = None
+    for step in range(steps):
+        if step == skip:
+            _sync(dev)
+            t0 = time.perf_counter()
+        masked = torch.rand(ids.shape, device=dev, generator=gen) < 0.15
+        labels = torch.where(masked, ids, torch.full_like(ids, -100))
+        inputs = torch.where(masked, torch.full_like(ids, tokenizer.mask_token_id), ids)
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+            loss = model(input_ids=inputs, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    _sync(dev)
+    bare_tps = batch * SEQ_LEN * (steps - skip) / (time.perf_counter() - t0)
+    fpt = flops_per_token(model, SEQ_LEN)
+    _emit({"check": "pretrain_bare", "tokens_per_second": bare_tps, "mfu": bare_tps * fpt / peak if peak else None,
+           "peak_gib": _peak_gib(dev)}, out)
+    _emit({"check": "pretrain_ratio", "ours_over_bare": ours["tokens_per_second"] / bare_tps}, out)
+
+
+def check_generation(args, out: list[dict]) -> None:
+    """Beam search (3 beams, 32 new tokens) with the UniLM head: our batched search against ``model.generate()``."""
+    from transformers import BertConfig
+
+    from zhnlp.models.decoding import BertDecoder, Prompt, transformers_generate
+    from zhnlp.models.search import beam_search
+    from zhnlp.models.unilm import BertUniLM
+
+    dev = args.device
+    torch.manual_seed(0)
+    sizes = TINY if args.dry_run else BASE
+    model = BertUniLM(BertConfig(vocab_size=21128, type_vocab_size=2, pad_token_id=0, **sizes)).to(dev).eval()
+    if dev == "cuda":
+        model = model.to(torch.bfloat16)
+    rng = np.random.default_rng(0)
+    prompts = [Prompt([101, *rng.integers(104, 21128, size=int(rng.integers(20, 60))).tolist(), 102]) for _ in range(64)]
+    kw = {"num_beams": 3, "max_new_tokens": 32, "eos_id": 102}
+    runs = {
+        "ours": lambda batch: [g for i in range(0, len(prompts), batch) for g in beam_search(BertDecoder(model), prompts[i : i + batch], **kw)],
+        "generate": lambda batch: [g for i in range(0, len(prompts), batch) for g in transformers_generate(model, prompts[i : i + batch], **kw)],
+    }
+    for batch in (1, 32):
+        times = {}
+        for name, fn in runs.items():
+            fn(batch)  # warm-up
+            best = float("inf")
+            for _ in range(args.repeat):
+                _sync(dev)
+                t0 = time.perf_counter()
+                fn(batch)
+                _sync(dev)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+        _emit({"check": "beam_search", "batch": batch, "dtype": str(next(model.parameters()).dtype), "prompts": len(prompts),
+               "prompts_per_second_ours": len(prompts) / times["ours"], "prompts_per_second_generate": len(prompts) / times["generate"],
+               "ours_over_generate_speed": times["generate"] / times["ours"]}, out)
+
+
+def _sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_memory(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(dev: str) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", help="a BERT vocab.txt (e.g. ../shared/data/bert-chinese-layout/vocab.txt)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", help="write the JSON records here")
+    parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU: checks this script, measures nothing")
+    args = parser.parse_args()
+    args.device = "cpu" if args.dry_run else "cuda"
+    if args.dry_run:
+        args.batch, args.steps, args.repeat = 2, 12, 1
+    elif not torch.cuda.is_available():
+        sys.exit("error: no CUDA device: the GPU check needs one (CPU paths are covered by `make test`; --dry-run checks this script)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out: list[dict] = []
+    cuda = args.device == "cuda"
+    _emit({"check": "environment", "torch": torch.__version__, "cuda": torch.version.cuda, "device": torch.cuda.get_device_name() if cuda else "cpu",
+           "bf16": torch.cuda.is_bf16_supported() if cuda else False}, out)
+    with tempfile.TemporaryDirectory() as tmp:
+        check_pretraining(args, Path(tmp), out)
+    check_generation(args, out)
+    if args.out:
+        Path(args.out).write_text("\n".join(json.dumps(r) for r in out) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Strict params for the `downloads`, `tokenizer`, `encode` and `flow` sections: one-line errors, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from zhnlp.config import ConfigError
+from zhnlp.data.download import download_specs
+from zhnlp.text.encoding import EncodeConfig, ExtraText
+from zhnlp.flow_settings import FlowSettings, flow_settings
+from zhnlp.text.tokenizer_settings import CharTokenizerSettings, PretrainedTokenizerSettings, WordTokenizerSettings, tokenizer_settings
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_the_shipped_params_pass():
+    for name, entry in PARAMS["tokenizer"].items():
+        assert isinstance(tokenizer_settings(entry, f"tokenizer.{name}"), (CharTokenizerSettings, WordTokenizerSettings))
+    assert EncodeConfig.from_params(PARAMS["encode"]).max_seq_len == PARAMS["encode"]["max_seq_len"]
+    assert flow_settings(PARAMS["flow"]) == FlowSettings(**PARAMS["flow"])
+    for name, entry in PARAMS["downloads"].items():
+        download_specs(entry, f"downloads.{name}")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"mode": "bpe"}, "tokenizer.x.mode: 'bpe' is not allowed; use one of char, word, pretrained"),
+        ({"vocab_size": 100}, "tokenizer.x.mode: None is not allowed; use one of char, word, pretrained"),
+        ({"mode": "char", "vocab_size": 100, "words": 10}, "tokenizer.x: unknown key 'words'; allowed keys: lowercase, min_frequency, mode, vocab_size"),
+        ({"mode": "char"}, "tokenizer.x: missing required key 'vocab_size'"),
+        ({"mode": "char", "vocab_size": 5}, "tokenizer.x.vocab_size: 5 is not allowed; use a number in [6, 10000000]"),
+        ({"mode": "word", "vocab_size": 100, "lowercase": "yes"}, "tokenizer.x.lowercase: 'yes' is not allowed; expected bool"),
+        ({"mode": "word", "vocab_size": 100, "min_word_frequency": 0}, "tokenizer.x.min_word_frequency: 0 is not allowed; use a number in [1, 2147483648]"),
+        ({"mode": "pretrained", "path": "/x", "vocab_size": 100}, "tokenizer.x: unknown key 'vocab_size'; allowed keys: mode, path"),
+        ({"mode": "pretrained", "path": " "}, "tokenizer.x.path: ' ' is not allowed; name a local checkpoint directory"),
+        ("char", "tokenizer.x: expected a mapping of keys to values, got 'char'"),
+    ],
+)
+def test_tokenizer_entries_are_strict_per_mode(entry, message):
+    with pytest.raises(ConfigError) as err:
+        tokenizer_settings(entry, "tokenizer.x")
+    assert str(err.value) == message
+
+
+def test_tokenizer_settings_keep_the_defaults_build_tokenizer_used():
+    assert tokenizer_settings({"mode": "word", "vocab_size": 100}, "t") == WordTokenizerSettings("word", 100, 2, True, 20000, 1)
+    assert tokenizer_settings({"mode": "pretrained", "path": "/ckpt"}, "t") == PretrainedTokenizerSettings("pretrained", "/ckpt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"shard_row": 10}, "encode: unknown key 'shard_row'; allowed keys: extra_text, heldout_ratio, max_seq_len, shard_rows, word_boundaries"),
+        ({"batch_docs": 10}, "encode: unknown key 'batch_docs'"),
+        ({"max_seq_len": 2}, "encode.max_seq_len: 2 is not allowed; use a number in [3, 1048576]"),
+        ({"heldout_ratio": 1.0}, "encode.heldout_ratio: 1.0 is not allowed; use a number in [0.0, 1.0)"),
+        ({"word_boundaries": "true"}, "encode.word_boundaries: 'true' is not allowed; expected bool"),
+        ({"extra_text": [{"path": "a.json"}]}, "encode.extra_text[0]: missing required key 'field'"),
+        ({"extra_text": [{"path": "a.json", "field": "s", "nmae": "x"}]}, "encode.extra_text[0]: unknown key 'nmae'; allowed keys: field, name, path"),
+        ({"extra_text": "a.json"}, "encode.extra_text: 'a.json' is not allowed; expected a list of ExtraText"),
+    ],
+)
+def test_encode_section_is_strict(change, message):
+    with pytest.raises(ConfigError) as err:
+        EncodeConfig.from_params(PARAMS["encode"] | change)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_encode_extra_text_entries_become_typed():
+    cfg = EncodeConfig.from_params({"extra_text": [{"path": "a.json", "field": "s"}, {"path": "b.json", "field": "t", "name": "b"}]})
+    assert cfg.extra_text == (ExtraText("a.json", "s"), ExtraText("b.json", "t", "b"))
+    assert (cfg.batch_docs, cfg.flush_rows) == (EncodeConfig.batch_docs, EncodeConfig.flush_rows)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_worker": 2}, "flow: unknown key 'max_worker'; allowed keys: cron, deployment, max_workers, retries, retry_delay_seconds"),
+        ({"max_workers": 0}, "flow.max_workers: 0 is not allowed; use a number in [1, 256]"),
+        ({"retries": -1}, "flow.retries: -1 is not allowed; use a number in [0, 100]"),
+        ({"retry_delay_seconds": "10s"}, "flow.retry_delay_seconds: '10s' is not allowed; expected float"),
+        ({"cron": "0 3 * *"}, "flow.cron: '0 3 * *' is not allowed; use five cron fields, e.g. '0 3 * * *'"),
+        ({"cron": "0 3 * * *; rm -rf /"}, "flow.cron: '0 3 * * *; rm -rf /' is not allowed"),
+        ({"deployment": "nightly run"}, "flow.deployment: name 'nightly run' is not allowed"),
+    ],
+)
+def test_flow_section_is_strict(change, message):
+    with pytest.raises(ConfigError) as err:
+        flow_settings(PARAMS["flow"] | change)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("stage", "section", "message"),
+    [
+        ("tokenizer", {"tokenizer": {"char": {"mode": "char", "vocab_sizee": 10}}}, "error: tokenizer.char: unknown key 'vocab_sizee'; allowed keys: lowercase, min_frequency, mode, vocab_size"),
+        ("encode", {"tokenizer": {"char": {}}, "encode": {"shard_row": 1}}, "error: encode: unknown key 'shard_row'"),
+        ("download", {"downloads": {"char": {"f": {"url": "ftp://h/f", "sha256": "0" * 64}}}}, "error: downloads.char.f.url: 'ftp://h/f' is not allowed; only http(s) URLs"),
+        ("download", {"downloads": {}}, "error: downloads: no entry 'char'; defined: none"),
+    ],
+)
+def test_stage_programs_report_params_mistakes_in_one_line(tmp_path, stage, section, message):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(section), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | {"DVC_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}", "char"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_the_flow_reports_params_mistakes_in_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"flow": {"max_worker": 2}}), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--project-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == "error: flow: unknown key 'max_worker'; allowed keys: cron, deployment, max_workers, retries, retry_delay_seconds"

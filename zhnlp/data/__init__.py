@@ -1,0 +1,1 @@
+"""Corpus readers: the official CLUE, Ape210K and LCCC formats, row I/O with the bad-row policy, downloads."""

@@ -1,0 +1,370 @@
+"""CAN: Classification with Alternating Normalization, Su's variant (techniques.md §1).
+
+Jia et al., Findings EMNLP 2021 (arXiv 2109.13449); https://kexue.fm/archives/8728.
+
+Algorithm
+---------
+``probs`` is an N×m matrix of softmax outputs, ``prior`` the class frequencies of the
+*training* labels (any positive vector; it is normalised, and CAN is invariant to its scale).
+
+1. **Uncertainty** of a row: take its top-k probabilities, renormalise them to sum to 1
+   and compute their entropy divided by ``log k`` (so it lies in [0, 1]).
+2. **Split**: rows with ``u < tau`` are *confident*: they are returned unchanged and form
+   the reference matrix C (n×m, never updated). Rows with ``u >= tau`` are corrected.
+3. **Correction**, for each uncertain row p separately, always against the original C::
+
+       X = [C; p]
+       repeat iters times:
+           X = X ** alpha                                   # elementwise
+           X[:, c] = X[:, c] / mean_rows(X[:, c]) * prior[c]  # column step
+           X[i, :] = X[i, :] / sum(X[i, :])                 # row step
+       p' = X[-1]
+
+   (``can_adjust_loop`` is this loop, literally; ``can_adjust`` computes the same numbers
+   without it.)
+
+Choices where the spec leaves room
+----------------------------------
+* **Zero probabilities**: entries below ``EPS = 1e-16`` in C and in the uncertain rows are
+  raised to ``EPS`` before the correction (the official code's epsilon), so a class that
+  no reference row and not the row itself supports gives no 0/0. Confident rows are
+  returned exactly as given.
+* **No confident rows**: the reference is the identity matrix I_m, as in the official code
+  (``get_fixed_set``). The alternative, an empty reference, makes the column step map
+  every uncertain row to the prior itself (each column's mean *is* that row's value), so
+  every prediction would become ``argmax(prior)``; I_m instead leaves a mild correction
+  ``p'_c ∝ prior_c · p_c^α / (1 + p_c^α)``.
+* **All rows confident**: nothing changes (a copy is returned).
+* Uncertain means ``u >= tau`` (Su: ``u < tau`` is confident), with one k (Su), not the
+  official code's "any k in 2..m".
+
+Vectorised form
+---------------
+*iters = 1* (closed form, techniques.md §1). With S_c = Σ_{i∈C} C_ic^α, the column mean of
+``[C; p]^α`` is (S_c + p_c^α)/(n+1), so the last row after the column step is
+(n+1)·prior_c·p_c^α/(S_c + p_c^α) and after the row step
+
+    p'_c ∝ prior_c · p_c^α / (S_c + p_c^α).
+
+S is computed once, in one streaming pass over the confident rows; the correction is O(m)
+per uncertain row. The constant (n+1) and the use of mean vs sum cancel in the row step.
+
+*iters > 1* (exact, vectorised over uncertain rows). For one uncertain row, every later
+state of the C block has the form ``X_ic = A_ic · E_c / W_i``: A = C^(α^t) is the *same for
+every uncertain row* (shared, n×m), E is an m-vector of accumulated column factors (one
+per uncertain row) and W_i = Σ_c A_ic E_c is the row normaliser. Proof by induction: a
+round raises X to α (A→A^α, E→E^α, W→W^α), multiplies column c by D_c = prior_c/colsum_c
+(E→E^α·D) and renormalises rows (W→Σ_c A^α_ic E^α_c D_c, whatever it was before). The
+round's column sums, which are where the uncertain row x enters, are
+
+    colsum_c = Σ_i (A_ic E_c / W_i)^α + x_c^α = E_c^α · (W^-α @ A^α)_c + x_c^α,
+
+so for a batch of B uncertain rows a round is two matrix products, ``W = E @ A^T`` (B×m by
+m×n) and ``W^-α @ A^α`` (B×n by n×m), plus O(B·m) for x itself. Round 1 starts from
+A = C, E = 1, W = 1 (exactly C, without assuming its rows sum to 1), so its column sums
+are S_c + x_c^α. Per-row scalings are free (a scalar on a row of A is absorbed by W, a
+scalar on E cancels between E and W), so A's rows and each E are rescaled to max 1 every
+round to keep them in range. The cost is O(iters · B·n·m) flops, as for the loop, but in
+BLAS instead of (n+1)×m temporaries per row; memory is bounded by processing uncertain
+rows in chunks of at most ``budget / (n · 8 bytes)`` (the B×n matrix W dominates).
+Where extreme powers (alpha**iters large, probabilities near EPS) push W outside
+[1e-250, 1e250] for some uncertain row, that row is recomputed with the literal loop
+(``CanResult.loop_rows`` counts them; none for iters <= 3, alpha <= 2 in the tests).
+For very large reference sets with iters > 1, subsample C first (the official code keeps
+a stratified max(5m, 1000) confident rows); that is the caller's choice, not done here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from zhnlp.config import ConfigError, in_range
+from zhnlp.metrics import accuracy
+
+EPS = 1e-16
+SUM_TOLERANCE = 1e-6
+CHUNK_ROWS = 32768  # rows per streaming pass (32768 × 119 × 8 B ≈ 31 MB per temporary)
+CHUNK_BYTES = 64 * 2**20  # budget for the B×n matrices of the iters > 1 path
+SAFE_MIN, SAFE_MAX = 1e-250, 1e250  # the factored iters > 1 form stays well inside float64
+
+
+@dataclass(frozen=True)
+class CanConfig:
+    """The ``can`` params: top-k of the uncertainty score, its threshold, the power and the rounds."""
+
+    k: int = 3  # a task with fewer classes uses k = its class count
+    tau: float = 0.9
+    alpha: float = 1.0
+    iters: int = 1
+
+    def validate(self, where: str) -> None:
+        if self.k < 2:
+            raise ConfigError(f"{where}.k: {self.k!r} is not allowed; use an integer >= 2")
+        in_range(f"{where}.tau", self.tau, 0.0, 1.0)
+        if self.tau <= 0:
+            raise ConfigError(f"{where}.tau: {self.tau!r} is not allowed; use a number in (0, 1]")
+        if not (0 < self.alpha < math.inf):
+            raise ConfigError(f"{where}.alpha: {self.alpha!r} is not allowed; use a positive, finite number")
+        if self.iters < 1:
+            raise ConfigError(f"{where}.iters: {self.iters!r} is not allowed; use an integer >= 1")
+
+
+@dataclass(frozen=True)
+class CanResult:
+    probs: np.ndarray  # N×m, the adjusted probabilities (confident rows as given)
+    uncertain: np.ndarray  # N bools: rows that were corrected
+    uncertainty: np.ndarray  # N floats in [0, 1]
+    reference: str  # "confident" (n confident rows) or "identity" (none were confident)
+    loop_rows: int = 0  # uncertain rows computed by the literal loop (factored form out of range)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate(probs, prior, k, tau, alpha, iters) -> tuple[np.ndarray, np.ndarray]:
+    """(probs as float64, prior normalised to sum 1), or a ValueError saying what is wrong."""
+    P = np.asarray(probs)
+    if P.ndim != 2:
+        raise ValueError(f"probs must be a 2-D array (rows × classes); got shape {P.shape}")
+    if not (np.issubdtype(P.dtype, np.floating) or np.issubdtype(P.dtype, np.integer)):
+        raise ValueError(f"probs must be numeric; got dtype {P.dtype}")
+    P = P.astype(np.float64, copy=False)
+    n, m = P.shape
+    if m < 2:
+        raise ValueError(f"probs needs at least 2 classes (columns); got {m}")
+    for start in range(0, n, CHUNK_ROWS):
+        block = P[start : start + CHUNK_ROWS]
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise ValueError(f"probs row {row} has a non-finite value (NaN or inf): {_short(P[row])}")
+        nonneg = (block >= 0).all(axis=1)
+        if not nonneg.all():
+            row = start + int(np.argmin(nonneg))
+            raise ValueError(f"probs row {row} has a negative value ({float(P[row].min())!r}); probabilities must be >= 0")
+        sums = block.sum(axis=1)
+        off = np.abs(sums - 1.0) > SUM_TOLERANCE
+        if off.any():
+            row = start + int(np.argmax(off))
+            raise ValueError(
+                f"probs row {row} sums to {float(sums[row - start])!r}, not 1 (tolerance {SUM_TOLERANCE:g}); "
+                "pass softmax probabilities, not logits"
+            )
+
+    q = np.asarray(prior, dtype=np.float64)
+    if q.ndim != 1 or q.shape[0] != m:
+        raise ValueError(f"prior must have one entry per class: probs has {m} classes, prior has shape {q.shape}")
+    if not np.isfinite(q).all():
+        raise ValueError(f"prior has a non-finite value: {_short(q)}")
+    if (q <= 0).any():
+        bad = int(np.argmax(q <= 0))
+        raise ValueError(
+            f"prior must be positive: entry {bad} is {float(q[bad])!r} (a class with no training examples: smooth the counts first)"
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= m:
+        raise ValueError(f"k must be an integer in [2, m={m}]; got {k!r}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) or not 0 < float(tau) <= 1:
+        raise ValueError(f"tau must be in (0, 1]; got {tau!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not (0 < float(alpha) < math.inf):
+        raise ValueError(f"alpha must be positive and finite; got {alpha!r}")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1; got {iters!r}")
+    return P, q / q.sum()
+
+
+def _short(row: np.ndarray) -> str:
+    text = np.array2string(row[:8], precision=4)
+    return text if row.shape[0] <= 8 else text[:-1] + " ...]"
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def uncertainty(probs, k: int = 3) -> np.ndarray:
+    """Su's score per row: entropy of the renormalised top-k probabilities / log k, in [0, 1]."""
+    P = np.asarray(probs, dtype=np.float64)
+    if P.ndim != 2 or not 2 <= k <= P.shape[1]:
+        raise ValueError(f"uncertainty needs a 2-D probs array and 2 <= k <= m; got shape {P.shape}, k={k!r}")
+    n, m = P.shape
+    out = np.empty(n)
+    for start in range(0, n, CHUNK_ROWS):
+        block = P[start : start + CHUNK_ROWS]
+        top = block if k == m else np.partition(block, m - k, axis=1)[:, m - k :]
+        top = top / top.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plogp = np.where(top > 0, top * np.log(top), 0.0)
+        out[start : start + block.shape[0]] = -plogp.sum(axis=1) / math.log(k)
+    return np.clip(out, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- CAN
+
+
+def can_apply(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> CanResult:
+    """CAN, vectorised; returns the adjusted probabilities with the uncertain mask and scores."""
+    P, q = _validate(probs, prior, k, tau, alpha, iters)
+    alpha = float(alpha)
+    u = uncertainty(P, k)
+    uncertain = u >= tau
+    out = P.copy()
+    unc_idx = np.flatnonzero(uncertain)
+    conf_idx = np.flatnonzero(~uncertain)
+    reference = "confident" if conf_idx.size else "identity"
+    if unc_idx.size == 0:
+        return CanResult(out, uncertain, u, reference)
+
+    if iters == 1:
+        S = _reference_power_sums(P, conf_idx, alpha)
+        for start in range(0, unc_idx.size, CHUNK_ROWS):
+            idx = unc_idx[start : start + CHUNK_ROWS]
+            xa = np.maximum(P[idx], EPS) ** alpha
+            new = q * xa / (S + xa)
+            out[idx] = new / new.sum(axis=1, keepdims=True)
+        return CanResult(out, uncertain, u, reference)
+
+    C = _reference_matrix(P, conf_idx)
+    S = (C**alpha).sum(axis=0)
+    # The shared C-block factors of every round: As[0] = C^α, As[t] = As[t-1]^α, each row
+    # rescaled to max 1 (the scale r is kept: it enters the next round's column sums).
+    As, scales = [], []
+    A = C
+    for _ in range(iters):
+        A = A**alpha
+        r = A.max(axis=1)
+        A = A / r[:, None]
+        As.append(A)
+        scales.append(r)
+    batch = max(1, min(unc_idx.size, CHUNK_BYTES // (8 * C.shape[0])))
+    loop_rows = 0
+    for start in range(0, unc_idx.size, batch):
+        idx = unc_idx[start : start + batch]
+        with np.errstate(all="ignore"):
+            x, unsafe = _correct_iterated(np.maximum(P[idx], EPS), q, alpha, S, As, scales)
+        out[idx] = x
+        if unsafe.any():  # extreme alpha**iters underflowed the factored form: redo those rows literally
+            out[idx[unsafe]] = _loop_rows(C, P[idx[unsafe]], q, alpha, iters)
+            loop_rows += int(unsafe.sum())
+    return CanResult(out, uncertain, u, reference, loop_rows)
+
+
+def _correct_iterated(x, q, alpha, S, As, scales) -> tuple[np.ndarray, np.ndarray]:
+    """``len(As)`` CAN rounds for a batch of B uncertain rows x (B×m); see the module docstring.
+
+    After round t the C block of row b's matrix is ``As[t-1]_ic · E_bc / W_bi``. Returns the
+    corrected rows and a mask of rows whose W left the safe floating-point range (only for
+    extreme alpha**iters, e.g. alpha=2, iters=5 on probabilities near 1e-16); the caller
+    recomputes those with the literal loop.
+    """
+    unsafe = np.zeros(x.shape[0], dtype=bool)
+    # round 1: the matrix is [C; x]; its column sums are S + x^α
+    xa = x**alpha
+    D = q / (S + xa)
+    x = xa * D
+    x /= x.sum(axis=1, keepdims=True)
+    E = D / D.max(axis=1, keepdims=True)
+    for t in range(1, len(As)):
+        W = E @ As[t - 1].T  # B×n: row sums of the current C block, before normalising
+        unsafe |= ~(W.min(axis=1) > SAFE_MIN)
+        W = np.maximum(W, SAFE_MIN)  # those rows are redone anyway; keep the batch finite
+        Ea = E**alpha
+        xa = x**alpha
+        # Σ_i (As[t-1]_ic E_c / W_i)^α = E_c^α Σ_i As[t]_ic · scales[t]_i · W_i^-α
+        Wr = W ** (-alpha) * scales[t]
+        unsafe |= ~(Wr.max(axis=1) < SAFE_MAX)
+        colsum = Ea * (np.minimum(Wr, SAFE_MAX) @ As[t]) + xa
+        D = q / colsum
+        x = xa * D
+        x /= x.sum(axis=1, keepdims=True)
+        E = Ea * D
+        E /= E.max(axis=1, keepdims=True)
+    unsafe |= ~np.isfinite(x).all(axis=1)
+    return x, unsafe
+
+
+def _loop_rows(C: np.ndarray, rows: np.ndarray, q: np.ndarray, alpha: float, iters: int) -> np.ndarray:
+    """The spec's loop for each row of ``rows`` (raw probabilities) against the reference C."""
+    out = np.empty_like(rows)
+    for j, p in enumerate(rows):
+        X = np.concatenate([C, np.maximum(p, EPS)[None, :]], axis=0)
+        for _ in range(iters):
+            X = X**alpha
+            X = X / X.mean(axis=0, keepdims=True) * q[None, :]
+            X = X / X.sum(axis=1, keepdims=True)
+        out[j] = X[-1]
+    return out
+
+
+def _reference_matrix(P: np.ndarray, conf_idx: np.ndarray) -> np.ndarray:
+    """C: the confident rows with EPS for zeros, or I_m (with EPS) when there are none."""
+    if conf_idx.size == 0:
+        return np.maximum(np.eye(P.shape[1]), EPS)
+    return np.maximum(P[conf_idx], EPS)
+
+
+def _reference_power_sums(P: np.ndarray, conf_idx: np.ndarray, alpha: float) -> np.ndarray:
+    """S_c = Σ_{i∈C} C_ic^α, streamed over the confident rows (C is never materialised)."""
+    if conf_idx.size == 0:
+        return _reference_matrix(P, conf_idx).__pow__(alpha).sum(axis=0)
+    S = np.zeros(P.shape[1])
+    for start in range(0, conf_idx.size, CHUNK_ROWS):
+        S += (np.maximum(P[conf_idx[start : start + CHUNK_ROWS]], EPS) ** alpha).sum(axis=0)
+    return S
+
+
+def can_adjust(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> np.ndarray:
+    """CAN-adjusted probabilities (a new N×m float64 array; confident rows unchanged)."""
+    return can_apply(probs, prior, k=k, tau=tau, alpha=alpha, iters=iters).probs
+
+
+def can_adjust_loop(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> np.ndarray:
+    """The reference implementation: the spec's per-row loop, literally. O(N_uncertain·n·m·iters)."""
+    P, q = _validate(probs, prior, k, tau, alpha, iters)
+    uncertain = uncertainty(P, k) >= tau
+    C = _reference_matrix(P, np.flatnonzero(~uncertain))
+    out = P.copy()
+    idx = np.flatnonzero(uncertain)
+    out[idx] = _loop_rows(C, P[idx], q, float(alpha), iters)
+    return out
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def summarize(before: np.ndarray, after: np.ndarray, uncertain: np.ndarray, labels) -> dict:
+    """Accuracy before/after, overall and on the confident and uncertain rows (None when a subset is empty)."""
+    y = np.asarray(labels)
+    if y.shape != (before.shape[0],):
+        raise ValueError(f"labels must have one entry per row: {before.shape[0]} rows, labels shape {y.shape}")
+    pred_b = before.argmax(axis=1)
+    pred_a = after.argmax(axis=1)
+    right_b = pred_b == y
+    right_a = pred_a == y
+    conf = ~uncertain
+
+    def acc(mask_right, subset):
+        return float(mask_right[subset].mean()) if subset.any() else None
+
+    n = int(y.shape[0])
+    return {
+        "rows": n,
+        "uncertain_rows": int(uncertain.sum()),
+        "uncertain_share": float(uncertain.mean()) if n else None,
+        "accuracy_before": accuracy(y, pred_b) if n else None,
+        "accuracy_after": accuracy(y, pred_a) if n else None,
+        "accuracy_confident": acc(right_b, conf),
+        "accuracy_uncertain_before": acc(right_b, uncertain),
+        "accuracy_uncertain_after": acc(right_a, uncertain),
+        "changed_predictions": int((pred_a != pred_b).sum()),
+        "fixed": int((right_a & ~right_b).sum()),  # wrong before, right after
+        "broken": int((right_b & ~right_a).sum()),  # right before, wrong after
+    }
+
+
+def can_report(probs, prior, labels, **kw) -> dict:
+    """Run CAN and return the diagnostics of ``summarize`` plus the reference used."""
+    res = can_apply(probs, prior, **kw)
+    P = np.asarray(probs, dtype=np.float64)
+    return summarize(P, res.probs, res.uncertain, labels) | {"reference": res.reference}

@@ -1,0 +1,327 @@
+"""CLUE classification with a transformer encoder: inputs, datasets, the Trainer setup, predictions.
+
+Shaped like Hugging Face's ``run_glue.py``, for the prepared CLUE Parquet (:data:`zhnlp.data.clue.CLUE_SCHEMA`):
+
+**Inputs** follow the published CLUE baselines (bojone/CLUE-bert4keras, techniques §5):
+
+- single sentence (TNEWS, IFLYTEK): ``[CLS] text_a [SEP]``;
+- pairs (AFQMC, OCNLI, CMNLI) and CSL (keywords, already joined with ``；`` in ``text_a``,
+  then the abstract in ``text_b``): ``[CLS] text_a [SEP] text_b [SEP]``, truncated
+  longest-first to ``max_seq_len`` by the tokenizer's own pair encoding;
+- WSC: one sequence, the text with span1 (the candidate) wrapped as ``_span1_`` and
+  span2 (the pronoun) as ``[span2]`` (:func:`mark_spans`; markers are inserted at the
+  original offsets, right to left, so the prep-validated offsets stay valid).
+
+**Segment ids are all 0** (``zero_segments=True``), as in the CLUE baselines: our own
+backbones are pretrained on single sequences (type id 0 only), and RoBERTa-style
+Chinese checkpoints have no NSP. The separator is still the tokenizer's pair template
+([SEP] between the texts). Pass ``zero_segments=False`` to keep the tokenizer's 0/1 ids.
+
+**Tokenizers** are loaded with :func:`zhnlp.text.tokenization.load_tokenizer`, which reads
+``zhnlp_tokenizer.json`` (any bare Hugging Face checkpoint counts as mode
+``pretrained``). In ``word`` mode (WoBERT) each text is segmented with jieba by
+``ZhTokenizer.pieces`` and the pieces go to the fast tokenizer with
+``is_split_into_words=True`` — exactly how the pretraining data was encoded.
+
+**Training** (:meth:`TransformerClassifier.fit`): ``AutoModelForSequenceClassification``
+from a local directory (safetensors only, ``trust_remote_code=False``), the HF
+``Trainer`` with dynamic padding (``DataCollatorWithPadding``), evaluation and a
+checkpoint every epoch, ``load_best_model_at_end`` on dev accuracy,
+``EarlyStoppingCallback(patience)``, ``save_total_limit=1`` in a temporary folder; the
+``TrainingArguments`` come from :func:`zhnlp.train.arguments.training_arguments`, as for
+every other training stage (:class:`ClassifierTraining` is the strict ``finetune.training``).
+The seed is set before the classification head is created and again by the Trainer, so a
+fixed seed gives identical results on CPU.
+
+**Predictions** are full probability vectors (float64, labels.json order); see
+:mod:`zhnlp.tasks.predictions` for the file schema shared with the TF-IDF baseline.
+
+torch and transformers are imported inside the functions that need them, so the input
+building, metrics and prediction-file helpers (used by the TF-IDF baseline) stay light.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhnlp.config import ConfigError, from_params, require_mapping
+from zhnlp.tasks.classification_data import SPAN1_MARKERS, SPAN2_MARKERS, classification_metrics, softmax, split_inputs
+from zhnlp.train.arguments import TrainingSettings, training_arguments
+
+# ---------------------------------------------------------------------------------------------
+# training config
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierTraining(TrainingSettings):
+    """``finetune.training`` with the task's ``finetune.overrides.<task>`` applied (strict): the shared keys plus these.
+
+    Evaluation and checkpoints follow the epochs; the best dev-accuracy epoch is kept.
+    """
+
+    max_seq_len: int = 128
+    per_device_eval_batch_size: int | None = 64
+    num_train_epochs: float = 10
+    learning_rate: float = 5e-5
+    early_stopping_patience: int | None = 3  # None or 0: no early stopping
+    full_determinism: bool = False  # also torch.use_deterministic_algorithms (GPU); CPU is exact without it
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.max_seq_len < 3:
+            raise ConfigError(f"{where}.max_seq_len: {self.max_seq_len!r} is not allowed; use a number >= 3")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
+            raise ConfigError(f"{where}.early_stopping_patience: {self.early_stopping_patience!r} is not allowed; use a number >= 0 or null")
+
+    @classmethod
+    def from_params(cls, training: Mapping[str, Any], override: Mapping[str, Any] | None = None, task: str = "<task>") -> "ClassifierTraining":
+        """``finetune.training`` checked on its own, then with ``finetune.overrides.<task>`` on top (errors name the right key)."""
+        base = from_params(cls, training, "finetune.training")
+        if not override:
+            return base
+        return from_params(cls, dict(training) | dict(require_mapping(f"finetune.overrides.{task}", override)), f"finetune.overrides.{task}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitSummary:
+    """What happened in :meth:`TransformerClassifier.fit`: one history entry per evaluated epoch."""
+
+    best_epoch: int
+    epochs_run: int
+    best_dev_accuracy: float
+    train_seconds: float
+    history: list[dict[str, float]]
+
+    def metrics(self) -> dict[str, float | int]:
+        """What training found, for the DVC metrics (its wall time, ``train_seconds``, goes to MLflow only)."""
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "best_dev_accuracy": self.best_dev_accuracy,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# the classifier
+
+
+class _Features:
+    """A map-style dataset of encoded rows (dicts of lists), as the Trainer's DataLoader wants."""
+
+    def __init__(self, items: list[dict[str, list[int] | int]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+class TransformerClassifier:
+    """A sequence classifier over a local backbone directory. Build with :meth:`from_pretrained`."""
+
+    def __init__(self, model, tokenizer, labels: Sequence[str], max_seq_len: int = 128, zero_segments: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer  # a zhnlp.text.tokenization.ZhTokenizer
+        self.labels = list(labels)
+        self.max_seq_len = max_seq_len
+        self.zero_segments = zero_segments
+        self.source_dir: Path | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | Path, labels: Sequence[str], *, seed: int = 42, max_seq_len: int = 128, zero_segments: bool = True
+    ) -> "TransformerClassifier":
+        """Any local BERT-style checkpoint (e.g. a saved BertForMaskedLM) with a new classification head.
+
+        The seed is set first, so the freshly initialised head (and pooler) is reproducible.
+        """
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        from zhnlp.text.tokenization import load_tokenizer
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
+        tokenizer = load_tokenizer(model_dir)
+        set_seed(seed)
+        labels = [str(x) for x in labels]
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+            problem_type="single_label_classification",
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+        )
+        clf = cls(model, tokenizer, labels, max_seq_len=max_seq_len, zero_segments=zero_segments)
+        clf.source_dir = model_dir
+        return clf
+
+    # -- encoding
+
+    def encode(self, rows: Sequence[Mapping[str, Any]], with_labels: bool = True) -> _Features:
+        """Token ids (truncated to ``max_seq_len``), attention mask, segment ids and labels of rows."""
+        firsts, seconds = split_inputs(rows)
+        hf = self.tokenizer.hf
+        limit = min(self.max_seq_len, getattr(self.model.config, "max_position_embeddings", None) or self.max_seq_len)
+        kwargs: dict[str, Any] = {"truncation": True, "max_length": limit}
+        if self.tokenizer.mode == "word":  # WoBERT: jieba pieces, then the fast tokenizer on pre-split words
+            firsts = [self.tokenizer.pieces(t)[0] for t in firsts]
+            seconds = [self.tokenizer.pieces(t)[0] for t in seconds] if seconds is not None else None
+            kwargs["is_split_into_words"] = True
+        enc = hf(firsts, seconds, **kwargs) if firsts else {"input_ids": []}
+        items = []
+        for i in range(len(firsts)):
+            item = {k: list(v[i]) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            if self.zero_segments and "token_type_ids" in item:
+                item["token_type_ids"] = [0] * len(item["token_type_ids"])
+            if with_labels and rows[i].get("label_id") is not None:
+                item["labels"] = int(rows[i]["label_id"])
+            items.append(item)
+        return _Features(items)
+
+    def add_missing_tokens(self, tokens: Sequence[str]) -> list[str]:
+        """Add the ``tokens`` the tokenizer maps to [UNK] (e.g. WSC's ``_`` and ``[ ]`` markers in a vocab
+        trained on text without them) and grow the embedding matrix; the new rows are learnt in finetuning."""
+        hf = self.tokenizer.hf
+        missing = [t for t in dict.fromkeys(tokens) if hf.unk_token and self.tokenizer.tokenize(t) == [hf.unk_token]]
+        if missing:
+            hf.add_tokens(missing)
+            self.model.resize_token_embeddings(len(hf))
+        return missing
+
+    def _collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer.hf, pad_to_multiple_of=None)
+
+    # -- training
+
+    def fit(
+        self,
+        train_rows: Sequence[Mapping[str, Any]],
+        dev_rows: Sequence[Mapping[str, Any]],
+        cfg: ClassifierTraining,
+        *,
+        work_dir: str | Path | None = None,
+        log_fn: Callable[[dict[str, float], int], None] | None = None,
+    ) -> FitSummary:
+        """Train on ``train_rows``, evaluate on ``dev_rows`` each epoch, keep the best epoch's weights.
+
+        ``log_fn(metrics, epoch)`` receives per-epoch ``epoch.train.loss``,
+        ``epoch.dev.accuracy`` and ``epoch.dev.macro_f1`` (the stage passes MLflow logging).
+        Checkpoints go to ``work_dir`` (a temporary folder by default, removed afterwards).
+        """
+        from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+
+        self.max_seq_len = cfg.max_seq_len
+        if any(r.get("span1_text") is not None for r in train_rows):
+            self.add_missing_tokens([*SPAN1_MARKERS, *SPAN2_MARKERS])
+        train_ds, dev_ds = self.encode(train_rows), self.encode(dev_rows)
+        history: dict[int, dict[str, float]] = {}
+
+        class _EpochLog(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not logs or state.epoch is None:
+                    return
+                epoch = int(math.ceil(state.epoch - 1e-9))
+                entry = history.setdefault(epoch, {"epoch": epoch})
+                if "loss" in logs:
+                    entry["train.loss"] = float(logs["loss"])
+                if "eval_accuracy" in logs:
+                    entry["dev.accuracy"] = float(logs["eval_accuracy"])
+                    entry["dev.macro_f1"] = float(logs["eval_macro_f1"])
+                    entry["step"] = state.global_step
+                    if log_fn:
+                        log_fn({f"epoch.{k}": v for k, v in entry.items() if k not in ("epoch", "step")}, epoch)
+
+        def compute_metrics(pred) -> dict[str, float]:
+            return classification_metrics(pred.label_ids, np.asarray(pred.predictions).argmax(axis=1))
+
+        with tempfile.TemporaryDirectory(prefix="zhnlp-finetune-") as tmp:
+            args = training_arguments(
+                cfg,
+                work_dir or tmp,
+                schedule="epoch",
+                evaluate=True,
+                save_total_limit=1,
+                save_only_model=True,
+                load_best_model_at_end=True,
+                metric_for_best_model="accuracy",
+                greater_is_better=True,
+                full_determinism=cfg.full_determinism,
+            )
+            callbacks: list = [_EpochLog()]
+            if cfg.early_stopping_patience:
+                callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+            trainer = Trainer(
+                model=self.model,
+                args=args,
+                data_collator=self._collator(),
+                train_dataset=train_ds,
+                eval_dataset=dev_ds,
+                processing_class=self.tokenizer.hf,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+            )
+            t0 = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - t0
+            self.model = trainer.model
+            best_step = trainer.state.best_global_step
+        evaluated = [h for _, h in sorted(history.items()) if "dev.accuracy" in h]
+        if not evaluated:
+            raise RuntimeError("training ran no evaluation (empty train set?)")
+        best = next((h for h in evaluated if h.get("step") == best_step), None)
+        if best is None:  # should not happen; fall back to the first best accuracy
+            best = max(evaluated, key=lambda h: h["dev.accuracy"])
+        return FitSummary(
+            best_epoch=int(best["epoch"]),
+            epochs_run=len(evaluated),
+            best_dev_accuracy=float(best["dev.accuracy"]),
+            train_seconds=seconds,
+            history=evaluated,
+        )
+
+    # -- inference
+
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64) -> np.ndarray:
+        """(rows, labels) float64 probabilities, in labels.json order."""
+        import torch
+
+        if not rows:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        features = self.encode(rows, with_labels=False)
+        collate = self._collator()
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(features), batch_size):
+                batch = collate([features[i] for i in range(start, min(start + batch_size, len(features)))])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out.append(self.model(**batch).logits.double().cpu().numpy())
+        return softmax(np.concatenate(out))
+
+    def save(self, out_dir: str | Path) -> Path:
+        """``save_pretrained`` (safetensors) of the model and tokenizer, plus ``zhnlp_tokenizer.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out))
+        self.tokenizer.save(out)  # the tokenizer files and zhnlp_tokenizer.json (zhnlp.text.tokenization.save_tokenizer)
+        return out
