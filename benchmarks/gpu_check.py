@@ -9,7 +9,13 @@
 2. **Generation, bf16.** Beam search (3 beams) with the UniLM head on a batch of 32 prompts.
 
 Every figure is printed as one JSON line (``"check": ...``) and written to ``--out`` when given.
-Exit status 1 when there is no CUDA device.
+Exit status 1 when there is no CUDA device; ``--dry-run`` checks the script on the CPU with tiny
+models (it measures nothing).
+
+On a GPU host whose Python lacks the project's pins, carry wheels for transformers 5.23.0,
+tokenizers 0.23.3, huggingface_hub 2.4.0 (with httpx2, httpcore2, truststore) and jieba 0.42.1,
+install them with ``pip install --no-deps --target /tmp/site`` and run
+``PYTHONPATH=/tmp/site:. python -m benchmarks.gpu_check --vocab <bert vocab.txt> --out gpu.jsonl``.
 """
 
 from __future__ import annotations

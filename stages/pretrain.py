@@ -107,7 +107,7 @@ def main() -> None:
             "mfu": throughput["mfu"],
             "train_tokens_this_run": throughput["train_tokens"],
             "train_seconds_this_run": throughput["train_seconds"],
-            "seconds": time.perf_counter() - t0,
+            "stage_wall_seconds": time.perf_counter() - t0,
         }
         tracker.log_metrics({f"final.{k}": v for k, v in (metrics | speed).items() if v is not None})
         tracker.log_text(

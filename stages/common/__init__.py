@@ -20,5 +20,4 @@ from stages.common.tracking import (  # noqa: F401
     ensure_experiment,
     git_commit,
     publish_prep_report,
-    timed,
 )

@@ -15,7 +15,6 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +177,7 @@ class StageRun:
 
         for dep in deps:
             path, digest = dep.get("path"), dep.get("md5")
-            if path and digest and not path.endswith(".py"):
+            if path and digest and not _is_code(path):
                 with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
                     warnings.simplefilter("ignore", UserWarning)
                     source = resolve_dataset_source(str(resolve(path)))
@@ -214,19 +213,16 @@ class StageRun:
         liveness.restore_sigterm(self._sigterm)
 
 
+CODE_PACKAGES = ("stages", "zhnlp", "demo")  # code deps (files or whole packages) are not datasets
+
+
+def _is_code(path: str) -> bool:
+    return path.endswith(".py") or Path(path).parts[0] in CODE_PACKAGES
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-@contextmanager
-def timed() -> Iterator[dict]:
-    out: dict[str, float] = {}
-    t0 = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out["seconds"] = time.perf_counter() - t0
 
 
 def publish_prep_report(run: StageRun, report: str, stats: list, rejected: dict, metrics_path: Path, lengths_path: Path) -> dict:
