@@ -106,14 +106,6 @@ def download_specs(entry: Any, where: str) -> dict[str, FileSpec]:
     return specs
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Deadline:
     """Shuts every watched connection down when ``seconds`` have passed (wakes blocked reads)."""
 
