@@ -23,7 +23,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HOME ?= $(CURDIR)/.hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run flow test bench gpu-check mlflow-ui prefect-server deploy clean
+.PHONY: install run run-real profile flow test bench gpu-check mlflow-ui prefect-server deploy clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ $(VENV)/.installed: pyproject.toml
 run: install            ## the main job: the whole DAG on the demo data
 	dvc repro
 
+run-real: install       ## the whole DAG on the real samples in ../shared/data (switches params.yaml to profiles/real.yaml)
+	python -m profiles real
+	dvc repro
+
+profile: install        ## switch params.yaml to a data profile: make profile P=demo | P=real
+	python -m profiles "$(P)"
+
 flow: install           ## the same DAG as a Prefect flow (ephemeral server unless PREFECT_API_URL is set)
 	python -m flows.pipeline
 
@@ -50,7 +57,7 @@ bench: install
 	python -m benchmarks
 
 gpu-check: install      ## on a CUDA machine: bf16 pretraining tokens/s and MFU against a bare loop
-	python -m benchmarks.gpu_check $(if $(wildcard ../shared/data/bert-chinese-layout/vocab.txt),--vocab ../shared/data/bert-chinese-layout/vocab.txt)
+	python -m benchmarks.gpu_check $(if $(wildcard ../shared/data/bert-chinese-layout/vocab.txt),--vocab ../shared/data/bert-chinese-layout/vocab.txt --layout-dir ../shared/data/bert-chinese-layout --clue ../shared/data/clue)
 
 mlflow-ui: install
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1

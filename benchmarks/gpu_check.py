@@ -6,7 +6,11 @@
    the Trainer, bf16 where CUDA has it, AdamW, the whole-word-masking collator, the shard sampler)
    and, in the same process, through a bare PyTorch loop with the same model, batch, bf16 autocast
    and AdamW. Prints tokens/s, MFU and the ratio ours / bare.
-2. **Generation, bf16.** Beam search (3 beams) with the UniLM head on a batch of 32 prompts.
+2. **bf16 against fp32**: the base-sized model's loss on one batch, both ways (they must agree to 1%).
+3. **Finetuning**: one epoch of FewCLUE tnews on a base-sized checkpoint built in the Chinese BERT
+   layout (``--layout-dir``: the real vocab and the original config without ``model_type``), through
+   the stage's classifier and the ``clue-base`` recipe (bf16 on CUDA): samples/s and peak memory.
+4. **Generation, bf16.** Beam search (3 beams) with the UniLM head on a batch of 32 prompts.
 
 Every figure is printed as one JSON line (``"check": ...``) and written to ``--out`` when given.
 Exit status 1 when there is no CUDA device; ``--dry-run`` checks the script on the CPU with tiny
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 SEQ_LEN = 128
 BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
@@ -125,6 +130,60 @@ def check_pretraining(args, tmp: Path, out: list[dict]) -> None:
     _emit({"check": "pretrain_ratio", "ours_over_bare": ours["tokens_per_second"] / bare_tps}, out)
 
 
+def check_bf16_step1(args, out: list[dict]) -> None:
+    """The first loss of the base-sized masked LM in fp32 and under bf16 autocast: same weights, same batch."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    dev, vocab = args.device, 21128
+    torch.manual_seed(42)
+    model = BertForMaskedLM(BertConfig(vocab_size=vocab, **(TINY if args.dry_run else BASE))).to(dev).eval()  # eval: no dropout
+    gen = torch.Generator(device=dev).manual_seed(1)
+    ids = torch.randint(104, vocab, (args.batch, SEQ_LEN), device=dev, generator=gen)
+    masked = torch.rand(ids.shape, device=dev, generator=gen) < 0.15
+    labels = torch.where(masked, ids, torch.full_like(ids, -100))
+    inputs = torch.where(masked, torch.full_like(ids, 103), ids)
+    losses = {}
+    with torch.no_grad():
+        for name, enabled in (("fp32", False), ("bf16", dev == "cuda")):
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled):
+                losses[name] = float(model(input_ids=inputs, labels=labels).loss)
+    rel = abs(losses["bf16"] - losses["fp32"]) / losses["fp32"]
+    _emit({"check": "bf16_vs_fp32_step1", "loss_fp32": losses["fp32"], "loss_bf16": losses["bf16"], "relative_difference": rel,
+           "agree": rel < 1e-2}, out)
+
+
+def check_finetune(args, tmp: Path, out: list[dict]) -> None:
+    """One epoch of FewCLUE tnews on a base-sized checkpoint in the Chinese BERT layout (config without model_type,
+    vocab.txt, safetensors), through the stage's classifier and the clue-base recipe; random weights, so the
+    figure is speed (samples/s, bf16), not accuracy."""
+    from benchmarks.bench_parity import prepare_task
+    from benchmarks.checkpoint_layouts import build_checkpoint
+    from zhnlp.tasks.classification import ClassifierTraining, TransformerClassifier
+    from zhnlp.tasks.classification_data import TaskData, evaluate_probs
+
+    if not (args.layout_dir and args.clue):
+        _emit({"check": "finetune_tnews", "skipped": "needs --layout-dir and --clue (../shared/data)"}, out)
+        return
+    sizes = TINY if args.dry_run else BASE
+    folder = build_checkpoint(tmp / "ckpt", "bert-base-chinese", source_dir=args.layout_dir,
+                              **{k: sizes[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")})
+    data = TaskData.load(prepare_task(Path(args.clue), tmp / "tnews")[0])
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))["finetune"]["recipes"]["clue-base"]
+    cfg = ClassifierTraining.from_params(recipe | {"num_train_epochs": 1}, None, "tnews", "finetune.recipes.clue-base")
+    if args.dry_run:
+        data.splits = {s: rows[:64] for s, rows in data.splits.items()}
+    clf = TransformerClassifier.from_pretrained(folder, data.labels, seed=cfg.seed, max_seq_len=cfg.max_seq_len)
+    _sync(args.device)
+    t0 = time.perf_counter()
+    summary = clf.fit(data.splits["train"], data.splits["dev"], cfg)
+    _sync(args.device)
+    seconds = time.perf_counter() - t0
+    dev = evaluate_probs(data.splits["dev"], clf.predict_proba(data.splits["dev"]))
+    _emit({"check": "finetune_tnews", "device": str(next(clf.model.parameters()).device), "train_rows": len(data.splits["train"]),
+           "seconds": seconds, "train_samples_per_second": len(data.splits["train"]) / seconds, "dev_accuracy": dev["accuracy"],
+           "best_epoch": summary.best_epoch, "peak_gib": _peak_gib(args.device)}, out)
+
+
 def check_generation(args, out: list[dict]) -> None:
     """Beam search (3 beams, 32 new tokens) with the UniLM head: our batched search against ``model.generate()``."""
     from transformers import BertConfig
@@ -180,6 +239,8 @@ def _peak_gib(dev: str) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", help="a BERT vocab.txt (e.g. ../shared/data/bert-chinese-layout/vocab.txt)")
+    parser.add_argument("--layout-dir", help="the Chinese BERT layout folder (vocab.txt and the original configs) for the finetune check")
+    parser.add_argument("--clue", help="the CLUE folder holding tnews/ (FewCLUE files) for the finetune check")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--repeat", type=int, default=3)
@@ -198,6 +259,9 @@ def main() -> None:
            "bf16": torch.cuda.is_bf16_supported() if cuda else False}, out)
     with tempfile.TemporaryDirectory() as tmp:
         check_pretraining(args, Path(tmp), out)
+    check_bf16_step1(args, out)
+    with tempfile.TemporaryDirectory() as tmp:
+        check_finetune(args, Path(tmp), out)
     check_generation(args, out)
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(r) for r in out) + "\n", encoding="utf-8")

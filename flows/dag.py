@@ -17,6 +17,8 @@ from pathlib import Path
 import networkx as nx
 from dvc.repo import Repo
 
+from stages.common.liveness import lockfile_guard
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -147,7 +149,7 @@ class DvcWriter:
 
     def commit(self, name: str) -> None:
         """Hash and cache the stage's outputs and write its dvc.lock entry (and run-cache)."""
-        with self.lock, open_repo(self.root) as repo:
+        with self.lock, lockfile_guard(Path(self.root), exclusive=True), open_repo(self.root) as repo:  # stages read dvc.lock under the shared guard
             repo.commit(name, force=True)
             stage = next(s for s in repo.index.stages if s.addressing == name)
             repo.stage_cache.save(stage)

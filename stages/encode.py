@@ -1,4 +1,4 @@
-"""encode@<tokenizer>: prepared train splits (+ encode.extra_text) -> data/encoded/<tokenizer>/ Parquet shards.
+"""encode@<tokenizer>: prepared train splits (+ the pretrain_text texts) -> data/encoded/<tokenizer>/ Parquet shards.
 
 Schema and split rules: zhnlp/text/encoding.py. Metrics: reports/encode/<tokenizer>.json (counts only;
 the time and throughput go to MLflow, so a rerun leaves the DVC metrics unchanged). Under
@@ -11,21 +11,21 @@ import itertools
 import shutil
 import time
 
-from stages.common import ROOT, StageRun, fail, resolve, run, stage_item, stage_params, write_json
-from zhnlp.text.encoding import CORPORA, SPLITS, TRAIN_SPLITS, EncodeConfig, encode_documents, iter_documents, iter_extra_documents
+from stages.common import ROOT, StageRun, fail, run, stage_item, stage_params, write_json
+from zhnlp.text.encoding import CORPORA, SPLITS, TRAIN_SPLITS, EncodeConfig, encode_documents, iter_documents, iter_text_documents
 from zhnlp.data.rows import BadInputError
 from zhnlp.text.tokenization import TokenizerError, configure_jieba, load_tokenizer
 
 
 def main() -> None:
     name = stage_item("encode", "tokenizer")
-    params = stage_params("encode")
+    params = stage_params("encode", "pretrain_text")
     config = EncodeConfig.from_params(params["encode"])
     tok_dir = ROOT / "models" / "tokenizers" / name
     prepared = ROOT / "data" / "prepared"
     out_dir = ROOT / "data" / "encoded" / name
     metrics_path = ROOT / "reports" / "encode" / f"{name}.json"
-    extra = [{"path": str(resolve(e.path)), "field": e.field, "name": e.name} for e in config.extra_text]
+    texts = list(params["pretrain_text"] or {})  # prepare_text@<name> outputs, in params order
 
     with StageRun(f"encode@{name}", params) as tracking:
         configure_jieba(ROOT / ".jieba_cache")
@@ -37,10 +37,9 @@ def main() -> None:
             fail(str(err))
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        skipped: dict[str, int] = {}
         documents = itertools.chain(
             itertools.chain.from_iterable(iter_documents(prepared, c, TRAIN_SPLITS[c]) for c in CORPORA),
-            iter_extra_documents(extra, skipped=skipped),
+            iter_text_documents(prepared, texts),
         )
         t0 = time.perf_counter()
         try:
@@ -53,7 +52,6 @@ def main() -> None:
             "mode": stats["mode"],
             "vocab_size": stats["vocab_size"],
             "input_documents": stats["input_documents"],
-            "skipped_empty_extra_texts": skipped,
             "empty_documents": stats["empty_documents"],
             "windowed_documents": stats["windowed_documents"],
             "splits": {s: {k: v for k, v in stats["splits"][s].items() if k != "shards"} | {"shards": len(stats["splits"][s]["shards"])} for s in SPLITS},

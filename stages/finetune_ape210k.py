@@ -1,7 +1,7 @@
 """finetune_ape210k: UniLM seq2seq (question -> equation) on a pretrained BERT backbone; beam-search accuracy.
 
-Reads params ``finetune_ape210k`` (``backbone``: a name under ``models/pretrain/``, or a path
-for runs by hand), the backbone ``models/pretrain/<backbone>/`` and
+Reads params ``finetune_ape210k`` (``backbone``: a model folder, ``models/pretrain/<name>`` or a
+local checkpoint such as ``checkpoints/<name>``; a bare name means ``models/pretrain/<name>``), the backbone and
 ``data/prepared/ape210k/{train,valid,test}.parquet``. Writes:
 
 - ``models/finetune_ape210k/``: safetensors weights, tokenizer, ``zhnlp_generation.json``;
@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from zhnlp.tasks.generation import save_head  # noqa: E402
 from zhnlp.config import check_name, from_params  # noqa: E402
+from zhnlp.models.checkpoint import inspect_checkpoint, mlm_head_warning  # noqa: E402
 from zhnlp.tasks.seq2seq import ApeSettings, finetune  # noqa: E402
 
 STAGE = "finetune_ape210k"
@@ -52,18 +53,24 @@ def main() -> None:
     settings = from_params(ApeSettings, params, STAGE)  # strict: an unknown or mistyped key is a one-line error
     backbone = backbone_dir(settings.backbone)
     if not (backbone / "config.json").is_file():
-        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{settings.backbone}`)")
+        fail(f"{STAGE}.backbone: no model at {backbone} (no config.json); a pretrained backbone needs `dvc repro pretrain@{backbone.name}`")
+    checkpoint = inspect_checkpoint(backbone)  # model type, safetensors weights, tokenizer and MLM head, checked
+    if warning := mlm_head_warning(checkpoint, "UniLM seq2seq"):
+        say(f"warning: {warning}")
     data_dir = ROOT / "data" / "prepared" / "ape210k"
     missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
     if missing:
-        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)} (run `dvc repro prepare_ape210k`)")
+        hint = ("run `dvc repro prepare_ape210k`" if len(missing) == len(SPLITS) else
+                f"{STAGE} trains on train and evaluates on valid and test: add the missing splits to ape210k.splits, "
+                f"or carve them out of a shipped one with ape210k.carve (README: Real data)")
+        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)}: {hint}")
     rows = {s: pq.read_table(data_dir / f"{s}.parquet").to_pylist() for s in SPLITS}
     model_dir = ROOT / "models" / STAGE
     report_dir = ROOT / "reports" / STAGE
     pred_dir = ROOT / "data" / "predictions" / "ape210k"
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params) if is_main else nullcontext() as tracker:
+    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}) if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")
@@ -98,7 +105,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(predictions_table(columns, settings.beams), path)
 
-        metrics = {"backbone": settings.backbone} | result.metrics
+        metrics = {"model": backbone.name, "backbone": settings.backbone, "backbone_mlm_head": checkpoint.mlm_head} | result.metrics  # model: the leaderboard row
         write_json(report_dir / "metrics.json", metrics)
         write_json(report_dir / "loss.json", result.train.history)
         tracker.log_metrics(metrics)

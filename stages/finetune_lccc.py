@@ -1,7 +1,7 @@
 """finetune_lccc: DialoGPT-style LM over LCCC dialogues on a pretrained BERT backbone (causal mask).
 
-Reads params ``finetune_lccc`` (``backbone``: a name under ``models/pretrain/``, or a path for
-runs by hand; ``loss_on``: all_turns | last_response; ``sampling``), the backbone and
+Reads params ``finetune_lccc`` (``backbone``: a model folder, ``models/pretrain/<name>`` or a
+local checkpoint such as ``checkpoints/<name>``; a bare name means ``models/pretrain/<name>``; ``loss_on``: all_turns | last_response; ``sampling``), the backbone and
 ``data/prepared/lccc/{train,valid,test}.parquet``. Writes:
 
 - ``models/finetune_lccc/``: safetensors weights, tokenizer, ``zhnlp_generation.json`` (read by
@@ -30,6 +30,7 @@ setup_env()  # offline, quiet, project-local HF home: before transformers is imp
 import pyarrow.parquet as pq  # noqa: E402
 
 from zhnlp.config import check_name, from_params  # noqa: E402
+from zhnlp.models.checkpoint import inspect_checkpoint, mlm_head_warning  # noqa: E402
 from zhnlp.tasks.dialogue import DialogueSettings, finetune, samples_markdown  # noqa: E402
 from zhnlp.tasks.generation import save_head  # noqa: E402
 
@@ -51,17 +52,23 @@ def main() -> None:
     settings = from_params(DialogueSettings, params, STAGE)  # strict: an unknown or mistyped key is a one-line error
     backbone = backbone_dir(settings.backbone)
     if not (backbone / "config.json").is_file():
-        fail(f"no backbone at {backbone} (run `dvc repro pretrain@{settings.backbone}`)")
+        fail(f"{STAGE}.backbone: no model at {backbone} (no config.json); a pretrained backbone needs `dvc repro pretrain@{backbone.name}`")
+    checkpoint = inspect_checkpoint(backbone)  # model type, safetensors weights, tokenizer and MLM head, checked
+    if warning := mlm_head_warning(checkpoint, "causal LM"):
+        say(f"warning: {warning}")
     data_dir = ROOT / "data" / "prepared" / "lccc"
     missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
     if missing:
-        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)} (run `dvc repro prepare_lccc`)")
+        hint = ("run `dvc repro prepare_lccc`" if len(missing) == len(SPLITS) else
+                f"{STAGE} trains on train and evaluates on valid and test: add the missing splits to lccc.splits, "
+                f"or carve them out of a shipped one with lccc.carve (README: Real data)")
+        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)}: {hint}")
     rows = {s: pq.read_table(data_dir / f"{s}.parquet").to_pylist() for s in SPLITS}
     model_dir = ROOT / "models" / STAGE
     report_dir = ROOT / "reports" / STAGE
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params) if is_main else nullcontext() as tracker:
+    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}) if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")
@@ -92,7 +99,7 @@ def main() -> None:
             "sampling": settings.sampling.__dict__,
             "eos_token": "[SEP]",
         })
-        metrics = {"backbone": settings.backbone} | result.metrics
+        metrics = {"model": backbone.name, "backbone": settings.backbone, "backbone_mlm_head": checkpoint.mlm_head} | result.metrics  # model: the leaderboard row
         samples = samples_markdown(
             result.replies["valid"], result.untrained_replies["valid"], settings.sampling.samples, settings.sampling,
             f"finetune_lccc: sample replies (valid, backbone {settings.backbone}, loss on {settings.loss_on})",

@@ -1,7 +1,7 @@
 """leaderboard: every model (and model+CAN) × every CLUE task, aggregated over one task set.
 
 Reads reports/finetune/<model>/<task>.json and reports/can/<task>.json for every model
-in finetune.models + finetune.baselines and every task in clue.tasks; optionally
+in finetune.models + finetune.checkpoints + finetune.baselines and every task in clue.tasks; optionally
 reports/finetune_ape210k/metrics.json and reports/finetune_lccc/metrics.json as extra
 columns (never part of the CLUE means). Writes reports/leaderboard.{md,json,png} and
 reports/leaderboard_plot.json. Split per task: test_public when every model has it, else dev.
@@ -33,9 +33,9 @@ def write_outputs(board: dict, report_dir: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    params = stage_params("leaderboard", "finetune.models", "finetune.baselines", "clue.tasks")
+    params = stage_params("leaderboard", "finetune.models", "finetune.checkpoints", "finetune.baselines", "clue.tasks")
     cfg = from_params(LeaderboardConfig, params["leaderboard"], "leaderboard")
-    models = list(params["finetune.models"]) + list(params["finetune.baselines"])
+    models = [*params["finetune.models"], *(params["finetune.checkpoints"] or []), *params["finetune.baselines"]]
     with StageRun("leaderboard", params) as tracking:
         board = leaderboard_from_reports(ROOT, models, list(params["clue.tasks"]), cfg)
         paths = write_outputs(board, ROOT / "reports")

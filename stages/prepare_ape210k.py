@@ -6,6 +6,7 @@ from stages.common import ROOT, StageRun, load_params, publish_prep_report, reso
 from zhnlp.data.ape210k import APE_SCHEMA, ApeParams, iter_problems
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy, check_file
+from zhnlp.data.split_carving import RoutedSinks, SplitRouter
 
 
 def main() -> None:
@@ -18,25 +19,31 @@ def main() -> None:
     for split, name in config.splits.items():  # a missing file or a directory fails here, before any run
         check_file(root / name, f"ape210k split {split!r}:")
 
+    router = SplitRouter(config.carve)
     with StageRun("prepare_ape210k", params) as stage:
-        stats = []
+        stats = {s: SplitStats(s) for name in config.splits for s in router.targets(name)}
         with RowPolicy(config.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
             for split, name in config.splits.items():
                 mark = policy.mark()
-                stats.append(_write_split(root / name, split, policy, out_dir / f"{split}.parquet"))
-                policy.check_split(root / name, split, stats[-1].rows, mark, config.max_bad_ratio)
+                read = _write_split(root / name, split, policy, router, out_dir, stats)
+                policy.check_split(root / name, split, read, mark, config.max_bad_ratio)
         rejected = policy.metrics()
-        report = markdown_report("Ape210K", stats, rejected)
-        publish_prep_report(stage, report, stats, rejected, report_dir / "metrics.json", report_dir / "lengths.json")
+        report = markdown_report("Ape210K", list(stats.values()), rejected)
+        publish_prep_report(stage, report, list(stats.values()), rejected, report_dir / "metrics.json", report_dir / "lengths.json")
 
 
-def _write_split(path, split: str, policy: RowPolicy, out_path) -> SplitStats:
-    stats = SplitStats(split)
-    with ParquetSink(out_path, APE_SCHEMA) as sink:
+def _write_split(path, split: str, policy: RowPolicy, router: SplitRouter, out_dir, stats: dict) -> int:
+    """Stream one shipped split into its own file and the splits carved from it; the rows read."""
+    read = 0
+
+    def count(target: str, row: dict) -> None:
+        stats[target].add(len(row["question"]), None, row)
+
+    with RoutedSinks(router, split, out_dir, lambda path: ParquetSink(path, APE_SCHEMA), count) as sinks:
         for row in iter_problems(path, policy):
-            sink.write(row)
-            stats.add(len(row["question"]), None, row)
-    return stats
+            sinks.write(row, str(row["id"]))  # the problem id decides a carved row's split
+            read += 1
+    return read
 
 
 if __name__ == "__main__":

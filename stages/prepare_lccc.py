@@ -6,6 +6,7 @@ from stages.common import ROOT, StageRun, load_params, publish_prep_report, reso
 from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, LcccParams, iter_dialogues
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy, check_file
+from zhnlp.data.split_carving import RoutedSinks, SplitRouter
 
 
 def main() -> None:
@@ -19,25 +20,31 @@ def main() -> None:
     for split, source in config.splits.items():  # a missing file or a directory fails here, before any run
         check_file(root / source.file, f"lccc split {split!r}:")
 
+    router = SplitRouter(config.carve)
     with StageRun("prepare_lccc", params) as stage:
-        stats = []
+        stats = {s: SplitStats(s) for name in config.splits for s in router.targets(name)}
         with RowPolicy(config.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
             for split, source in config.splits.items():
                 mark = policy.mark()
-                stats.append(_write_split(root / source.file, source.key, split, policy, cleaner, out_dir / f"{split}.parquet"))
-                policy.check_split(root / source.file, split, stats[-1].rows, mark, config.max_bad_ratio)
+                read = _write_split(root / source.file, source.key, split, policy, cleaner, router, out_dir, stats)
+                policy.check_split(root / source.file, split, read, mark, config.max_bad_ratio)
         rejected = policy.metrics() | {"empty_turns_removed": cleaner.empty_turns_removed, "truncated_dialogues": cleaner.truncated_dialogues}
-        report = markdown_report("LCCC", stats, rejected)
-        publish_prep_report(stage, report, stats, rejected, report_dir / "metrics.json", report_dir / "lengths.json")
+        report = markdown_report("LCCC", list(stats.values()), rejected)
+        publish_prep_report(stage, report, list(stats.values()), rejected, report_dir / "metrics.json", report_dir / "lengths.json")
 
 
-def _write_split(path, key, split: str, policy: RowPolicy, cleaner: DialogueCleaner, out_path) -> SplitStats:
-    stats = SplitStats(split)
-    with ParquetSink(out_path, LCCC_SCHEMA) as sink:
+def _write_split(path, key, split: str, policy: RowPolicy, cleaner: DialogueCleaner, router: SplitRouter, out_dir, stats: dict) -> int:
+    """Stream one shipped split into its own file and the splits carved from it; the dialogues read."""
+    read = 0
+
+    def count(target: str, row: dict) -> None:
+        stats[target].add(sum(len(t) for t in row["turns"]), None, row)
+
+    with RoutedSinks(router, split, out_dir, lambda path: ParquetSink(path, LCCC_SCHEMA), count) as sinks:
         for row in iter_dialogues(path, policy, cleaner, key=key):
-            sink.write(row)
-            stats.add(sum(len(t) for t in row["turns"]), None, row)
-    return stats
+            sinks.write(row, "\n".join(row["turns"]))  # the dialogue's text decides a carved row's split
+            read += 1
+    return read
 
 
 if __name__ == "__main__":

@@ -96,13 +96,15 @@ def main() -> None:
         if outcome.finished_before:
             say(f"{decision.checkpoint.name} already reached max_steps: writing the outputs from it")
         save_backbone(setup, out_dir, tok_dir)
-        metrics = final_metrics(setup, decision, final_eval)
+        metrics = final_metrics(setup, final_eval)
         write_json(report_dir / f"{backbone}.json", metrics)
         curve = loss_curve(setup.trainer.state.log_history)
         write_json(report_dir / f"{backbone}_loss.json", curve)
 
         throughput = setup.throughput.summary()
-        speed = {
+        speed = {  # how this run went: MLflow only
+            "resumed": int(decision.resumed),
+            "resumed_from_step": decision.step,
             "tokens_per_second": throughput["tokens_per_second"],
             "mfu": throughput["mfu"],
             "train_tokens_this_run": throughput["train_tokens"],

@@ -158,8 +158,8 @@ def test_evaluate_probs_scores_prediction_probabilities():
 def test_train_config_applies_task_overrides_and_rejects_unknown_keys():
     cfg = ClassifierTraining.from_params({"num_train_epochs": 10, "seed": 1}, {"num_train_epochs": 20}, "cluewsc")
     assert cfg.num_train_epochs == 20 and cfg.seed == 1
-    with pytest.raises(ValueError, match=r"^finetune.training: unknown key 'num_epochs'; allowed keys: "):
-        ClassifierTraining.from_params({"num_epochs": 3})
+    with pytest.raises(ValueError, match=r"^finetune.recipes.clue-base: unknown key 'num_epochs'; allowed keys: "):
+        ClassifierTraining.from_params({"num_epochs": 3}, None, "tnews", "finetune.recipes.clue-base")
     with pytest.raises(ValueError, match=r"^finetune.overrides.cluewsc.seed: 'x' is not allowed; expected int"):
         ClassifierTraining.from_params({"seed": 1}, {"seed": "x"}, "cluewsc")
 

@@ -28,7 +28,7 @@ def project(tmp_path_factory) -> Path:
     params["clue"]["path"] = str(shared / "clue")
     params["clue"]["tasks"] = {k: v for k, v in params["clue"]["tasks"].items() if k in TASKS}
     params["pretrain"]["training"].update(max_steps=20, save_steps=10, eval_steps=10)
-    params["finetune"]["training"]["num_train_epochs"] = 1
+    params["finetune"]["recipes"][params["finetune"]["recipe"]]["num_train_epochs"] = 1
     params["finetune"]["overrides"] = {}
     params["finetune_ape210k"]["num_train_epochs"] = 1
     params["finetune_lccc"]["num_train_epochs"] = 1

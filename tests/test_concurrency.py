@@ -116,3 +116,35 @@ def test_a_retried_stage_that_another_process_finished_meanwhile_is_reported_ran
         flow.join(timeout=180)
     assert results and [(r["stage"], r["status"]) for r in results[0]] == [("slow", "ran")]
     assert (project / "out" / "done").is_file()
+
+
+def test_stages_read_dvc_lock_only_between_the_flows_writes(tmp_path):
+    """DVC rewrites dvc.lock in place; a stage parsing it while the flow commits once saw half a file
+    (``'./dvc.lock' validation failed``). The flow writes under an exclusive guard, readers take it shared."""
+    import subprocess
+    import sys
+
+    from stages.common.liveness import lockfile_guard
+
+    (tmp_path / ".dvc").mkdir()
+    marker = tmp_path / "written"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2])\n"
+            "from stages.common.liveness import lockfile_guard\n"
+            "root = Path(sys.argv[1])\n"
+            "with lockfile_guard(root, exclusive=True):\n"
+            "    (root / 'holding').write_text('1'); time.sleep(1.0); (root / 'written').write_text('done')\n"
+        ), str(tmp_path), str(ROOT)],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "holding").exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "writer did not start"
+            time.sleep(0.02)
+        with lockfile_guard(tmp_path):  # shared: waits for the writer to finish
+            assert marker.read_text() == "done", "a reader got in while the writer held the guard"
+        with lockfile_guard(tmp_path), lockfile_guard(tmp_path):  # readers do not exclude each other
+            pass
+    finally:
+        assert writer.wait(timeout=60) == 0

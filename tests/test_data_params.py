@@ -12,7 +12,7 @@ from conftest import ROOT
 
 from zhnlp.config import ConfigError
 from zhnlp.data.download import download_specs
-from zhnlp.text.encoding import EncodeConfig, ExtraText
+from zhnlp.text.encoding import EncodeConfig
 from zhnlp.flow_settings import FlowSettings, flow_settings
 from zhnlp.text.tokenizer_settings import CharTokenizerSettings, PretrainedTokenizerSettings, WordTokenizerSettings, tokenizer_settings
 
@@ -57,14 +57,12 @@ def test_tokenizer_settings_keep_the_defaults_build_tokenizer_used():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"shard_row": 10}, "encode: unknown key 'shard_row'; allowed keys: extra_text, heldout_ratio, max_seq_len, shard_rows, word_boundaries"),
+        ({"shard_row": 10}, "encode: unknown key 'shard_row'; allowed keys: heldout_ratio, max_seq_len, shard_rows, word_boundaries"),
+        ({"extra_text": []}, "encode: unknown key 'extra_text'"),  # unlabelled text is pretrain_text.<name> now
         ({"batch_docs": 10}, "encode: unknown key 'batch_docs'"),
         ({"max_seq_len": 2}, "encode.max_seq_len: 2 is not allowed; use a number in [3, 1048576]"),
         ({"heldout_ratio": 1.0}, "encode.heldout_ratio: 1.0 is not allowed; use a number in [0.0, 1.0)"),
         ({"word_boundaries": "true"}, "encode.word_boundaries: 'true' is not allowed; expected bool"),
-        ({"extra_text": [{"path": "a.json"}]}, "encode.extra_text[0]: missing required key 'field'"),
-        ({"extra_text": [{"path": "a.json", "field": "s", "nmae": "x"}]}, "encode.extra_text[0]: unknown key 'nmae'; allowed keys: field, name, path"),
-        ({"extra_text": "a.json"}, "encode.extra_text: 'a.json' is not allowed; expected a list of ExtraText"),
     ],
 )
 def test_encode_section_is_strict(change, message):
@@ -73,9 +71,20 @@ def test_encode_section_is_strict(change, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def test_encode_extra_text_entries_become_typed():
-    cfg = EncodeConfig.from_params({"extra_text": [{"path": "a.json", "field": "s"}, {"path": "b.json", "field": "t", "name": "b"}]})
-    assert cfg.extra_text == (ExtraText("a.json", "s"), ExtraText("b.json", "t", "b"))
+def test_pretrain_text_entries_are_strict():
+    from zhnlp.config import from_params
+    from zhnlp.data.unlabeled_text import TextSource
+
+    assert from_params(TextSource, {"path": "a.json", "field": "s"}, "pretrain_text.a") == TextSource("a.json", "s")
+    for entry, message in (
+        ({"path": "a.json"}, "pretrain_text.a: missing required key 'field'"),
+        ({"path": "a.json", "field": "s", "nmae": "x"}, "pretrain_text.a: unknown key 'nmae'; allowed keys: field, max_bad_ratio, on_bad_rows, path"),
+        ({"path": "a.json", "field": "s", "on_bad_rows": "Skip"}, "pretrain_text.a.on_bad_rows: 'Skip' is not allowed; use one of fail, skip"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            from_params(TextSource, entry, "pretrain_text.a")
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    cfg = EncodeConfig.from_params({})
     assert (cfg.batch_docs, cfg.flush_rows) == (EncodeConfig.batch_docs, EncodeConfig.flush_rows)
 
 
@@ -101,7 +110,8 @@ def test_flow_section_is_strict(change, message):
     ("stage", "section", "message"),
     [
         ("tokenizer", {"tokenizer": {"char": {"mode": "char", "vocab_sizee": 10}}}, "error: tokenizer.char: unknown key 'vocab_sizee'; allowed keys: lowercase, min_frequency, mode, vocab_size"),
-        ("encode", {"tokenizer": {"char": {}}, "encode": {"shard_row": 1}}, "error: encode: unknown key 'shard_row'"),
+        ("encode", {"tokenizer": {"char": {}}, "encode": {"shard_row": 1}, "pretrain_text": {}}, "error: encode: unknown key 'shard_row'"),
+        ("encode", {"tokenizer": {"char": {}}, "encode": {}}, "error: params.yaml has no key 'pretrain_text' (missing 'pretrain_text')"),
         ("download", {"downloads": {"char": {"f": {"url": "ftp://h/f", "sha256": "0" * 64}}}}, "error: downloads.char.f.url: 'ftp://h/f' is not allowed; only http(s) URLs"),
         ("download", {"downloads": {}}, "error: downloads: no entry 'char'; defined: none"),
     ],

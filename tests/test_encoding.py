@@ -19,7 +19,7 @@ from zhnlp.text.encoding import (
     heldout_fraction,
     is_heldout,
     iter_documents,
-    iter_extra_documents,
+    iter_text_documents,
     iter_texts,
 )
 from zhnlp.data.rows import BadInputError
@@ -165,17 +165,32 @@ def test_word_mode_rows_match_the_tokenizer(tmp_path, word_tok):
     assert row.word_ids == [-1, 0, 1, 1, 2, 3, -1]
 
 
-def test_extra_json_lines(tmp_path):
+def test_unlabeled_text_is_read_with_the_row_policy_and_encoded_as_documents(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zhnlp.data.rows import RowPolicy
+    from zhnlp.data.unlabeled_text import TEXT_SCHEMA, iter_unlabeled
+
     path = tmp_path / "tnews" / "unlabeled.json"
     path.parent.mkdir()
     path.write_text('{"sentence": "今天天气很好"}\n{"sentence": " "}\n{"sentence": "研究"}\n', encoding="utf-8")
-    skipped = {}
-    docs = list(iter_extra_documents([{"path": "tnews/unlabeled.json", "field": "sentence"}], base=tmp_path, skipped=skipped))
-    assert docs == [Document(("今天天气很好",), "extra:tnews/unlabeled"), Document(("研究",), "extra:tnews/unlabeled")]
-    assert skipped == {"extra:tnews/unlabeled": 1}
-    path.write_text('{"sentence": "好"}\n{"text": "x"}\n', encoding="utf-8")
-    with pytest.raises(BadInputError, match=r"unlabeled.json:2: field 'sentence' missing"):
-        list(iter_extra_documents([{"path": str(path), "field": "sentence", "name": "tn"}]))
+    policy = RowPolicy("fail")
+    rows = list(iter_unlabeled(path, "sentence", policy))
+    assert rows == [{"line": 1, "text": "今天天气很好"}, {"line": 3, "text": "研究"}] and policy.metrics()["dropped_rows"] == 1
+    out = tmp_path / "prepared" / "text" / "tn" / "text.parquet"
+    out.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=TEXT_SCHEMA), out)
+    docs = list(iter_text_documents(tmp_path / "prepared", ["tn"]))
+    assert docs == [Document(("今天天气很好",), "text:tn"), Document(("研究",), "text:tn")]
+    path.write_text('{"sentence": "好"}\n{"text": "x"}\n{"sentence": 3}\n', encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"unlabeled.json:2: missing field: sentence"):
+        list(iter_unlabeled(path, "sentence", RowPolicy("fail")))
+    skip = RowPolicy("skip")
+    assert [r["text"] for r in iter_unlabeled(path, "sentence", skip)] == ["好"]
+    assert skip.metrics()["bad_rows.missing_field"] == 1 and skip.metrics()["bad_rows.mistyped_field"] == 1
+    with pytest.raises(FileNotFoundError, match=r"run `dvc repro prepare_text@nope`"):
+        list(iter_text_documents(tmp_path / "prepared", ["nope"]))
 
 
 def _peak_bytes(tmp_path, tok, n: int) -> int:

@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_METRICS = {"dev.accuracy", "dev.macro_f1", "test_public.accuracy", "test_public.macro_f1"}
 FINETUNE_PARAMS = {
     "models": ["tiny", "missing"],
+    "checkpoints": [],
+    "checkpoint_dir": "checkpoints",
     "baselines": ["tfidf"],
-    "training": {
+    "recipe": "test",
+    "checkpoint_recipe": "test",
+    "recipes": {"test": {
         "max_seq_len": 32,
         "per_device_train_batch_size": 16,
         "num_train_epochs": 8,
@@ -33,7 +37,7 @@ FINETUNE_PARAMS = {
         "warmup_ratio": 0.0,
         "early_stopping_patience": 3,
         "seed": 7,
-    },
+    }},
     "overrides": {"cluewsc": {"num_train_epochs": 20}},
     "tfidf": {"ngram_range": [1, 3], "max_features": 20000, "C": 4.0, "max_iter": 2000},
 }
@@ -132,7 +136,7 @@ def outputs(project: Path, model: str, task: str) -> tuple[Path, dict, dict]:
 def test_tfidf_stage_writes_predictions_meta_submission_and_metrics(project):
     pred, meta, metrics = outputs(project, "tfidf", "tnews")
     data = TaskData.load(project / "data" / "prepared" / "clue" / "tnews")
-    assert meta == {"model": "tfidf", "task": "tnews", "kind": "baseline", "labels": data.labels, "train_label_counts": data.label_counts()}
+    assert meta == {"model": "tfidf", "task": "tnews", "kind": "baseline", "recipe": None, "labels": data.labels, "train_label_counts": data.label_counts()}
     for split in ("dev", "test_public"):
         assert pq.read_schema(pred / f"{split}.parquet").equals(PREDICTION_SCHEMA, check_metadata=False)
         ids, probs = read_predictions(pred / f"{split}.parquet")
@@ -155,7 +159,7 @@ def test_tfidf_stage_writes_predictions_meta_submission_and_metrics(project):
 @pytest.mark.slow
 def test_transformer_stage_keeps_the_best_epoch_and_saves_the_model(project):
     pred, meta, metrics = outputs(project, "tiny", "toy")
-    assert meta["kind"] == "transformer" and meta["train_label_counts"] == [16, 16]
+    assert meta["kind"] == "transformer" and meta["train_label_counts"] == [16, 16] and meta["recipe"] == metrics["recipe"] == "test"
     training = metrics["training"]
     # dev labels are flipped: dev accuracy only falls once the model learns, so epoch 1 is the best
     assert training["best_epoch"] == 1 and training["epochs_run"] == 1 + 3 < 8  # early stopping, patience 3
@@ -180,7 +184,8 @@ def test_mlflow_gets_the_same_metric_names_for_every_model(project):
     transformer = runs["finetune_clue@tiny-toy"]
     curve = client.get_metric_history(transformer.info.run_id, "epoch.dev.accuracy")
     assert [m.step for m in curve] == [1, 2, 3, 4]
-    assert transformer.data.params["model"] == "tiny" and "finetune.training.learning_rate" in transformer.data.params
+    assert transformer.data.params["model"] == "tiny" and "finetune.recipes.test.learning_rate" in transformer.data.params
+    assert transformer.data.params["recipe"] == "test"
     assert transformer.data.metrics["training.seconds"] > 0 and runs["finetune_baseline@tfidf-tnews"].data.metrics["training.seconds"] > 0
 
 
@@ -192,12 +197,14 @@ def test_stage_fails_cleanly_without_a_backbone_or_data(tmp_path):
     done = run_stage(tmp_path, "tfidf", "nosuchtask")
     assert done.returncode == 2 and "labels.json not found" in done.stderr
     for section, key, message in (
-        ("training", "lerning_rate", "error: finetune.training: unknown key 'lerning_rate'; allowed keys: "),
-        ("tfidf", "ngrams", "error: finetune.tfidf: unknown key 'ngrams'; allowed keys: "),
+        ("recipes", {"test": FINETUNE_PARAMS["recipes"]["test"] | {"lerning_rate": 1}}, "error: finetune.recipes.test: unknown key 'lerning_rate'; allowed keys: "),
+        ("recipe", "tiny-gpu", "error: finetune.recipe: 'tiny-gpu' is not allowed; use one of test"),
+        ("tfidf", FINETUNE_PARAMS["tfidf"] | {"ngrams": 1}, "error: finetune.tfidf: unknown key 'ngrams'; allowed keys: "),
+        ("checkpoints", ["tfidf"], "error: finetune.checkpoints and finetune.baselines both name 'tfidf'; model names must be unique"),
     ):
-        bad = {"finetune": FINETUNE_PARAMS | {section: FINETUNE_PARAMS[section] | {key: 1}}, "clue": PARAMS["clue"]}
+        bad = {"finetune": FINETUNE_PARAMS | {section: key}, "clue": PARAMS["clue"]}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad), encoding="utf-8")
-        done = run_stage(tmp_path, "tfidf" if section == "tfidf" else "missing", "toy")
+        done = run_stage(tmp_path, "tfidf" if section in ("tfidf", "checkpoints") else "missing", "toy")
         assert done.returncode == 2 and done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
     done = run_stage(tmp_path, "notlisted", "toy")
     assert done.returncode == 2 and "no entry 'notlisted'" in done.stderr and done.stderr.count("\n") == 1, done.stderr

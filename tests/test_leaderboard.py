@@ -298,3 +298,20 @@ def test_bad_report_json_is_one_clear_error(tmp_path):
     (tmp_path / "reports" / "can" / "tnews.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(LeaderboardError, match=r"model 'char\+CAN' lacks tasks \['tnews'\]"):
         build(tmp_path, stage_params(TASKS))
+
+
+def test_the_leaderboard_names_each_models_finetune_recipe(tmp_path):
+    from zhnlp.tasks.leaderboard_report import render_markdown
+
+    write_reports(tmp_path, ["char", "bert", "tfidf"], TASKS)
+    for task in TASKS:
+        for model, recipe in (("char", "tiny-cpu"), ("bert", "clue-base")):
+            path = tmp_path / "reports" / "finetune" / model / f"{task}.json"
+            path.write_text(json.dumps(json.loads(path.read_text()) | {"recipe": recipe}))
+    params = stage_params(TASKS) | {"finetune.models": ["char"], "finetune.baselines": ["bert", "tfidf"]}
+    board = build(tmp_path, params)
+    assert board["recipes"] == {"char": "tiny-cpu", "bert": "clue-base"}  # the baseline has none
+    table = render_markdown(board).splitlines()
+    assert "| model | recipe | " in next(line for line in table if line.startswith("| model |"))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in table if line.startswith("| ") and " | " in line}
+    assert rows["bert"] == rows["bert+CAN"] == "clue-base" and rows["char"] == "tiny-cpu" and rows["tfidf"] == "–"

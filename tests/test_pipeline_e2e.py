@@ -70,7 +70,7 @@ QUICK_TRAINING = {
     ("pretrain", "training", "max_steps"): 30,
     ("pretrain", "training", "save_steps"): 15,
     ("pretrain", "training", "eval_steps"): 15,
-    ("finetune", "training", "num_train_epochs"): 1,
+    ("finetune", "recipes", "tiny-cpu", "num_train_epochs"): 1,
     ("finetune", "overrides"): {},
     ("finetune_ape210k", "num_train_epochs"): 1,
     ("finetune_lccc", "num_train_epochs"): 1,

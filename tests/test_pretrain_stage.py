@@ -98,6 +98,12 @@ def project(tmp_path_factory) -> Path:
     return project
 
 
+def last_run(project: Path) -> dict:
+    """The MLflow metrics of the newest finished pretrain run (how it went: resumed or not, from which step)."""
+    finished = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.stage") == STAGE and r.info.status == "FINISHED"]
+    return max(finished, key=lambda r: r.info.start_time).data.metrics
+
+
 def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(project):
     out_dir, ckpt_dir = project / "models/pretrain/char", project / "models/pretrain/char-checkpoints"
     direct = [sys.executable, "-m", "stages.pretrain", "char"]
@@ -109,7 +115,8 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(proj
     SINGLE_REFERENCE.update(reference)
     ref_metrics = json.loads((project / "reports/pretrain/char.json").read_text())
     ref_curve = json.loads((project / "reports/pretrain/char_loss.json").read_text())
-    assert ref_metrics["resumed"] == 0 and ref_metrics["global_step"] == MAX_STEPS
+    assert ref_metrics["global_step"] == MAX_STEPS and last_run(project)["final.resumed"] == 0
+    assert "resumed" not in ref_metrics, "how a run went goes to MLflow only: a resumed run must leave dvc.lock unchanged"
     assert [r["step"] for r in ref_curve] == list(range(5, MAX_STEPS + 1, 5))
     assert "eval_loss" in ref_curve[3] and "eval_loss" in ref_curve[-1]
 
@@ -136,8 +143,9 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(proj
     # 3. Run again: it resumes from the last complete checkpoint and ends with the very same weights.
     log = ok(cmd, project)
     metrics = json.loads((project / "reports/pretrain/char.json").read_text())
-    step = metrics["resumed_from_step"]
-    assert metrics["resumed"] == 1 and 20 <= step < MAX_STEPS and step in at_kill
+    step = int(last_run(project)["final.resumed_from_step"])
+    assert last_run(project)["final.resumed"] == 1 and 20 <= step < MAX_STEPS and step in at_kill
+    assert metrics == ref_metrics, "the resumed run's DVC metrics are the uninterrupted run's"
     assert f"resuming from checkpoint-{step}" in log
     resumed = load_file(out_dir / "model.safetensors")
     assert resumed.keys() == reference.keys()
@@ -176,7 +184,8 @@ def test_truncated_newest_checkpoint_is_skipped_for_the_previous_one(project):
     previous = MAX_STEPS - TINY["training"]["save_steps"]
     assert f"resuming from checkpoint-{previous} (signature matches); skipped checkpoint-{MAX_STEPS}: model.safetensors is damaged" in log
     metrics = json.loads((project / "reports/pretrain/char.json").read_text())
-    assert metrics["resumed"] == 1 and metrics["resumed_from_step"] == previous and metrics["global_step"] == MAX_STEPS
+    run = last_run(project)
+    assert run["final.resumed"] == 1 and run["final.resumed_from_step"] == previous and metrics["global_step"] == MAX_STEPS
     resumed = load_file(out_dir / "model.safetensors")
     for name, tensor in SINGLE_REFERENCE.items():
         assert torch.equal(resumed[name], tensor), f"{name} differs after resuming from the previous checkpoint"
@@ -237,9 +246,9 @@ def test_killing_torchrun_kills_its_workers_and_ddp_resumes_exactly(project):
     assert not (out_dir / "model.safetensors").exists()
 
     log = ok(TORCHRUN, project)
-    metrics = json.loads((project / "reports/pretrain/char.json").read_text())
-    assert metrics["resumed"] == 1 and f"checkpoint-{metrics['resumed_from_step']}" in at_kill
-    assert f"resuming from checkpoint-{metrics['resumed_from_step']}" in log
+    run = last_run(project)
+    assert run["final.resumed"] == 1 and f"checkpoint-{int(run['final.resumed_from_step'])}" in at_kill
+    assert f"resuming from checkpoint-{int(run['final.resumed_from_step'])}" in log
     resumed = load_file(out_dir / "model.safetensors")
     for name, tensor in DDP_REFERENCE.items():
         assert torch.equal(resumed[name], tensor), f"{name} differs after resuming under DDP"

@@ -46,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
         (ApeSettings, "finetune_ape210k", {"beams": [1, 0]}, "finetune_ape210k.beams: [1, 0] is not allowed"),
         (ApeSettings, "finetune_ape210k", {"per_device_train_batch_size": "32"}, "finetune_ape210k.per_device_train_batch_size: '32' is not allowed; expected int"),
         (ApeSettings, "finetune_ape210k", {"warmup_ratio": 1.0}, "finetune_ape210k.warmup_ratio: 1.0 is not allowed; use a number in [0.0, 1.0)"),
-        (ClassifierTraining, "finetune.training", {"num_epochs": 3}, "finetune.training: unknown key 'num_epochs'"),
+        (ClassifierTraining, "finetune.recipes.tiny-cpu", {"num_epochs": 3}, "finetune.recipes.tiny-cpu: unknown key 'num_epochs'"),
         (PretrainTraining, "pretrain.training", {"max_steps": 5}, "pretrain.training: missing required key"),
     ],
 )
@@ -63,12 +63,16 @@ def test_params_sections_of_params_yaml_parse():
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8"))
     ape = from_params(ApeSettings, params["finetune_ape210k"], "finetune_ape210k")
     lccc = from_params(DialogueSettings, params["finetune_lccc"], "finetune_lccc")
-    assert ape.backbone == "char" and ape.save_steps == params["finetune_ape210k"]["save_steps"] and ape.beams == [1, 3]
+    assert ape.backbone == "models/pretrain/char" and ape.save_steps == params["finetune_ape210k"]["save_steps"] and ape.beams == [1, 3]
     assert lccc.sampling.top_k == params["finetune_lccc"]["sampling"]["top_k"] and lccc.loss_on in ("all_turns", "last_response")
-    clue = ClassifierTraining.from_params(params["finetune"]["training"], {"num_train_epochs": 20}, "cluewsc")
-    assert clue.num_train_epochs == 20 and clue.learning_rate == params["finetune"]["training"]["learning_rate"]
+    recipes = params["finetune"]["recipes"]
+    assert {params["finetune"]["recipe"], params["finetune"]["checkpoint_recipe"]} <= set(recipes)
+    for name, recipe in recipes.items():
+        clue = ClassifierTraining.from_params(recipe, {"num_train_epochs": 20}, "cluewsc", f"finetune.recipes.{name}")
+        assert clue.num_train_epochs == 20 and clue.learning_rate == recipe["learning_rate"]
+    assert recipes["clue-base"]["learning_rate"] == 2e-5 and recipes["clue-base"]["per_device_train_batch_size"] == 32  # the published base recipe
     with pytest.raises(ConfigError, match=r"^finetune.overrides.cluewsc: unknown key 'epochs'"):
-        ClassifierTraining.from_params(params["finetune"]["training"], {"epochs": 20}, "cluewsc")
+        ClassifierTraining.from_params(recipes["tiny-cpu"], {"epochs": 20}, "cluewsc")
     assert from_params(PretrainTraining, params["pretrain"]["training"], "pretrain.training").max_steps > 0
 
 

@@ -14,6 +14,10 @@
   runs commands through a shell, and torchrun puts a launcher in between) and stops the stage when
   it is gone. SIGTERM ends a stage through :class:`Terminated`, so ``with`` blocks unwind and the
   MLflow run ends as KILLED; a stage that does not stop within a grace period is ended hard.
+- **dvc.lock is read whole.** DVC rewrites ``dvc.lock`` in place, so a stage that parses it while
+  the flow commits another stage could see half a file. The flow writes it under an exclusive
+  ``flock`` on ``.dvc/tmp/zhnlp-dvclock``, and stages read it under a shared one
+  (:func:`lockfile_guard`); under ``dvc repro`` nobody takes it exclusively, so reads never wait.
 
 A process is named by ``host:pid:create_time``, never by pid alone, so a reused pid is no match.
 """
@@ -28,6 +32,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -36,6 +42,7 @@ from stages.common.params import ROOT, fail
 
 OWNER_ENV = "ZHNLP_OWNER_PROCESS"
 LOCK_DIRNAME = ".dvc/tmp/zhnlp-locks"
+LOCKFILE_GUARD = ".dvc/tmp/zhnlp-dvclock"
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 10.0
 
@@ -96,6 +103,22 @@ def owner() -> str | None:
     return identity(proc) if proc is not None else None
 
 
+@contextmanager
+def lockfile_guard(root: Path = ROOT, *, exclusive: bool = False) -> Iterator[None]:
+    """Hold the ``dvc.lock`` guard: exclusive to write it (the flow), shared to read it (a stage)."""
+    path = Path(root) / LOCKFILE_GUARD
+    if not path.parent.parent.is_dir():  # no .dvc: not a DVC project, nothing to guard
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
 def lock_path(stage: str) -> Path:
     return ROOT / LOCK_DIRNAME / f"{stage.replace('/', '_')}.lock"
 
@@ -144,7 +167,7 @@ def _claim_outputs(stage: str, cmd: str) -> None:
     from dvc.repo import Repo
     from dvc.rwlock import _edit_rwlock
 
-    with Repo(str(ROOT)) as repo:
+    with lockfile_guard(), Repo(str(ROOT)) as repo:
         found = [s for s in repo.index.stages if s.addressing == stage or s.name == stage]
         if not found:
             return

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from zhnlp.errors import UserError
+
 ROOT = Path(os.environ.get("DVC_ROOT") or Path(__file__).resolve().parents[2])
 
 # Quiet, offline and inside the project (see ../shared/spec/environment.md); never overrides the user.
@@ -36,12 +38,19 @@ def load_params(path: Path | None = None) -> dict:
         return yaml.safe_load(fh) or {}
 
 
+class MissingParamError(KeyError, UserError):
+    """A params key a stage declares is not in params.yaml: one ``error:`` line, no traceback."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def select(params: Mapping, dotted: str) -> Any:
     """``select(params, "clue.tasks.tnews")``; a missing key names the full path."""
     cur: Any = params
     for part in dotted.split("."):
         if not isinstance(cur, Mapping) or part not in cur:
-            raise KeyError(f"params.yaml has no key {dotted!r} (missing {part!r})")
+            raise MissingParamError(f"params.yaml has no key {dotted!r} (missing {part!r})")
         cur = cur[part]
     return cur
 

@@ -42,7 +42,7 @@ def dvc_deps(stage: str) -> list[dict]:
     """The stage's dependencies with the hashes DVC computes for them (files, dirs and params)."""
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
+    with liveness.lockfile_guard(), Repo(str(ROOT)) as repo:
         found = [s for s in repo.index.stages if s.addressing == stage]
         entries = []
         for dep in found[0].deps if found else []:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from zhnlp.config import ConfigError, check_name, from_params, in_range
 from zhnlp.data.rows import RowError, RowPolicy, iter_json_lines
+from zhnlp.data.split_carving import parse_carves
 from zhnlp.data.safe_eval import UnsafeExpression, evaluate, safe_eval, tokenize
 
 __all__ = [
@@ -249,6 +250,7 @@ class ApeParams:
     splits: dict  # split name -> file name under path
     on_bad_rows: Literal["fail", "skip"] = "fail"
     max_bad_ratio: float = 0.1  # under skip: more bad rows than this share of a split fails it
+    carve: dict = field(default_factory=dict)  # new split -> {of: shipped split, share} (zhnlp.data.split_carving)
 
     def validate(self, where: str) -> None:
         in_range(f"{where}.max_bad_ratio", self.max_bad_ratio, 0.0, 1.0)
@@ -258,6 +260,7 @@ class ApeParams:
             check_name(f"{where}.splits", name)
             if not isinstance(fname, str) or not fname:
                 raise ConfigError(f"{where}.splits.{name}: {fname!r} is not allowed; expected a file name")
+        self.carve = parse_carves(self.carve, self.splits, f"{where}.carve")
 
     @classmethod
     def from_params(cls, section: Any) -> "ApeParams":

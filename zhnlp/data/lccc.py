@@ -34,6 +34,7 @@ import pyarrow as pa
 from zhnlp.config import ConfigError, check_name, from_params, in_range
 from zhnlp.data.json_stream import CHUNK_BYTES, MAX_ELEMENT_CHARS, iter_json_elements
 from zhnlp.data.rows import RowPolicy, iter_text_lines
+from zhnlp.data.split_carving import parse_carves
 
 __all__ = [
     "CHUNK_BYTES",
@@ -177,6 +178,7 @@ class LcccParams:
     limits: DialogueLimits = field(default_factory=DialogueLimits)
     on_bad_rows: Literal["fail", "skip"] = "fail"
     max_bad_ratio: float = 0.1  # under skip: more bad rows than this share of a split fails it
+    carve: dict = field(default_factory=dict)  # new split -> {of: shipped split, share} (zhnlp.data.split_carving)
 
     def validate(self, where: str) -> None:
         in_range(f"{where}.max_bad_ratio", self.max_bad_ratio, 0.0, 1.0)
@@ -186,6 +188,7 @@ class LcccParams:
             check_name(f"{where}.splits", name): from_params(LcccSplit, entry, f"{where}.splits.{name}")
             for name, entry in self.splits.items()
         }
+        self.carve = parse_carves(self.carve, self.splits, f"{where}.carve")
 
     @classmethod
     def from_params(cls, section: Any) -> "LcccParams":

@@ -170,18 +170,16 @@ class BertDecoder:
 
 def load_model(path: str | Path, device: torch.device | str, *, head: str) -> BertGenerator:
     """A local BERT MLM checkpoint (safetensors, no remote code) as the generation head ``head`` (unilm | causal), in eval mode."""
-    from transformers import AutoConfig
+    from zhnlp.models.checkpoint import load_config
 
     if head not in HEADS:
         raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
     folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no model at {folder} (config.json missing)")
-    kwargs = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True}
-    config = AutoConfig.from_pretrained(str(folder), **kwargs)
+    config = load_config(folder)  # CheckpointNotFound (a FileNotFoundError) without config.json; model_type inferred if absent
     if config.model_type != "bert":
         raise ValueError(f"{folder}: a {config.model_type!r} checkpoint; the generation heads need a BERT (BertForMaskedLM) one")
-    model = HEADS[head].from_pretrained(str(folder), **kwargs)
+    kwargs = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True}
+    model = HEADS[head].from_pretrained(str(folder), config=config, **kwargs)
     return model.to(device).eval()
 
 

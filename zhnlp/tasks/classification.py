@@ -17,9 +17,9 @@ backbones are pretrained on single sequences (type id 0 only), and RoBERTa-style
 Chinese checkpoints have no NSP. The separator is still the tokenizer's pair template
 ([SEP] between the texts). Pass ``zero_segments=False`` to keep the tokenizer's 0/1 ids.
 
-**Tokenizers** are loaded with :func:`zhnlp.text.tokenization.load_tokenizer`, which reads
-``zhnlp_tokenizer.json`` (any bare Hugging Face checkpoint counts as mode
-``pretrained``). In ``word`` mode (WoBERT) each text is segmented with jieba by
+**Tokenizers** come from the checkpoint (:meth:`zhnlp.models.checkpoint.Checkpoint.load_tokenizer`):
+``zhnlp_tokenizer.json`` through :func:`zhnlp.text.tokenization.load_tokenizer`, else a bare Hugging
+Face ``tokenizer.json`` or ``vocab.txt`` (mode ``pretrained``; a WoBERT word ``vocab.txt``: ``word``). In ``word`` mode (WoBERT) each text is segmented with jieba by
 ``ZhTokenizer.pieces`` and the pieces go to the fast tokenizer with
 ``is_split_into_words=True`` — exactly how the pretraining data was encoded.
 
@@ -29,7 +29,7 @@ from a local directory (safetensors only, ``trust_remote_code=False``), the HF
 checkpoint every epoch, ``load_best_model_at_end`` on dev accuracy,
 ``EarlyStoppingCallback(patience)``, ``save_total_limit=1`` in a temporary folder; the
 ``TrainingArguments`` come from :func:`zhnlp.train.arguments.training_arguments`, as for
-every other training stage (:class:`ClassifierTraining` is the strict ``finetune.training``).
+every other training stage (:class:`ClassifierTraining` is a strict ``finetune.recipes.<name>``).
 The seed is set before the classification head is created and again by the Trainer, so a
 fixed seed gives identical results on CPU.
 
@@ -42,6 +42,7 @@ building, metrics and prediction-file helpers (used by the TF-IDF baseline) stay
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
@@ -62,7 +63,7 @@ from zhnlp.train.arguments import TrainingSettings, training_arguments
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierTraining(TrainingSettings):
-    """``finetune.training`` with the task's ``finetune.overrides.<task>`` applied (strict): the shared keys plus these.
+    """A finetune recipe (``finetune.recipes.<name>``) with the task's ``finetune.overrides.<task>`` applied (strict): the shared keys plus these.
 
     Evaluation and checkpoints follow the epochs; the best dev-accuracy epoch is kept.
     """
@@ -82,9 +83,12 @@ class ClassifierTraining(TrainingSettings):
             raise ConfigError(f"{where}.early_stopping_patience: {self.early_stopping_patience!r} is not allowed; use a number >= 0 or null")
 
     @classmethod
-    def from_params(cls, training: Mapping[str, Any], override: Mapping[str, Any] | None = None, task: str = "<task>") -> "ClassifierTraining":
-        """``finetune.training`` checked on its own, then with ``finetune.overrides.<task>`` on top (errors name the right key)."""
-        base = from_params(cls, training, "finetune.training")
+    def from_params(
+        cls, training: Mapping[str, Any], override: Mapping[str, Any] | None = None, task: str = "<task>", where: str = "finetune.recipes.<recipe>"
+    ) -> "ClassifierTraining":
+        """A recipe (``where``, e.g. ``finetune.recipes.clue-base``) checked on its own, then with
+        ``finetune.overrides.<task>`` on top (errors name the right key)."""
+        base = from_params(cls, training, where)
         if not override:
             return base
         return from_params(cls, dict(training) | dict(require_mapping(f"finetune.overrides.{task}", override)), f"finetune.overrides.{task}")
@@ -146,24 +150,26 @@ class TransformerClassifier:
     ) -> "TransformerClassifier":
         """Any local BERT-style checkpoint (e.g. a saved BertForMaskedLM) with a new classification head.
 
-        The seed is set first, so the freshly initialised head (and pooler) is reproducible.
+        The folder is resolved by :func:`zhnlp.models.checkpoint.inspect_checkpoint` (its tokenizer;
+        its config, with the model type inferred from the weights when config.json has none). The seed is set first, so the freshly initialised head (and pooler) is reproducible.
         """
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from zhnlp.text.tokenization import load_tokenizer
+        from zhnlp.models.checkpoint import inspect_checkpoint
 
         model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
-        tokenizer = load_tokenizer(model_dir)
+        checkpoint = inspect_checkpoint(model_dir)  # model_type inferred when config.json has none; safetensors only
+        tokenizer = checkpoint.load_tokenizer()
         set_seed(seed)
         labels = [str(x) for x in labels]
+        config = copy.deepcopy(checkpoint.config)
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {lab: i for i, lab in enumerate(labels)}
+        config.problem_type = "single_label_classification"
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={lab: i for i, lab in enumerate(labels)},
-            problem_type="single_label_classification",
+            config=config,
             use_safetensors=True,
             trust_remote_code=False,
             local_files_only=True,

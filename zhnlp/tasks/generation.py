@@ -69,9 +69,10 @@ class TextCodec:
 
     @classmethod
     def load(cls, path: str | Path) -> TextCodec:
-        from zhnlp.text.tokenization import load_tokenizer
+        """The tokenizer of a model folder: ours (``zhnlp_tokenizer.json``) or a local checkpoint's own."""
+        from zhnlp.models.checkpoint import inspect_checkpoint
 
-        return cls(load_tokenizer(path))
+        return cls(inspect_checkpoint(path).load_tokenizer())
 
     def __len__(self) -> int:
         return len(self.hf)

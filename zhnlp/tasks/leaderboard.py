@@ -189,11 +189,24 @@ def leaderboard_from_reports(root: Path, models: Sequence[str], tasks: Sequence[
     scores, splits, hints = read_scores(root, list(models), [t for t in tasks if t not in set(cfg.exclude_tasks)])
     extra, notes = extra_metrics(root, list(models))
     try:
-        return build_leaderboard(
+        board = build_leaderboard(
             scores, tasks, exclude_tasks=cfg.exclude_tasks, gammas=cfg.gammas, metrics=METRICS, splits=splits, extra_metrics=extra, notes=notes
         )
     except LeaderboardError as err:
         raise LeaderboardError(str(err) + (f". Details: {'; '.join(dict.fromkeys(hints))}" if hints else "")) from err
+    board["recipes"] = read_recipes(root, list(models), board["tasks"])
+    return board
+
+
+def read_recipes(root: Path, models: list[str], tasks: list[str]) -> dict[str, str]:
+    """{model: the finetune recipe its reports name} (several joined with '/'; baselines have none)."""
+    out = {}
+    for model in models:
+        names = {r.get("recipe") for t in tasks if (p := root / "reports" / "finetune" / model / f"{t}.json").is_file()
+                 and isinstance(r := _read_json(p), dict)} - {None}
+        if names:
+            out[model] = "/".join(sorted(map(str, names)))
+    return out
 
 
 def _read_json(path: Path):

@@ -32,12 +32,13 @@ def render_markdown(board: dict, title: str = "CLUE leaderboard") -> str:
 
     for m in board["metrics"]:
         lines += [f"## {METRIC_TITLES.get(m, m)}", ""]
-        head = ["model", *tasks, *(n.upper() for n in means), *(f"rank {n.upper()}" for n in means)]
+        recipes = board.get("recipes") or {}
+        head = ["model", *(["recipe"] if recipes else []), *tasks, *(n.upper() for n in means), *(f"rank {n.upper()}" for n in means)]
         lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+        lines.append("|" + "|".join(["---"] * (2 if recipes else 1) + ["---:"] * (len(head) - (2 if recipes else 1))) + "|")
         for row in sorted(order, key=lambda r: (board["models"][r]["ranks"][m]["am"] or 10**9, order.index(r))):
             e = board["models"][row]
-            cells = [row, *(_pct(e["scores"][t][m]) for t in tasks), *(_pct(e["means"][m][n]) for n in means)]
+            cells = [row, *([recipes.get(e["base"], "–")] if recipes else []), *(_pct(e["scores"][t][m]) for t in tasks), *(_pct(e["means"][m][n]) for n in means)]
             cells += ["–" if e["ranks"][m][n] is None else str(e["ranks"][m][n]) for n in means]
             lines.append("| " + " | ".join(cells) + " |")
         ag = board["agreement"][m]

@@ -27,6 +27,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerBase, Trainer
 
 from zhnlp.config import ConfigError, check_name, from_params, in_range
+from zhnlp.models.checkpoint import CheckpointError, load_config
 from zhnlp.text.tokenization import load_tokenizer
 from zhnlp.train.arguments import TrainingSettings, training_arguments
 from zhnlp.train.callbacks import ThroughputCallback
@@ -173,8 +174,11 @@ def build_model(
         path = Path(init_from)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"init_from {path} is not a local checkpoint directory (no config.json)")
+        config = load_config(path)  # model_type inferred from the weights when config.json has none (original Chinese BERTs)
+        if config.model_type != "bert":
+            raise CheckpointError(f"init_from {path}: a {config.model_type!r} checkpoint; pretraining continues BERT (BertForMaskedLM) ones")
         model = BertForMaskedLM.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=False, local_files_only=True
+            str(path), config=config, use_safetensors=True, trust_remote_code=False, local_files_only=True
         )
         info["init_from"] = str(path)
         old = model.get_input_embeddings().num_embeddings
@@ -358,8 +362,9 @@ def final_evaluation(setup: PretrainSetup) -> dict[str, float]:
     return done[-1] if done else setup.trainer.evaluate()
 
 
-def final_metrics(setup: PretrainSetup, decision, final_eval: Mapping[str, float]) -> dict[str, Any]:
-    """The DVC metrics: what the run computed, never how fast (tokens/s, MFU and seconds go to MLflow only)."""
+def final_metrics(setup: PretrainSetup, final_eval: Mapping[str, float]) -> dict[str, Any]:
+    """The DVC metrics: what the run computed, never how it went (tokens/s, MFU, seconds and whether it
+    resumed go to MLflow only, so a resumed or redone run leaves dvc.lock unchanged)."""
     state, info = setup.trainer.state, setup.model_info
     train_losses = [e["loss"] for e in state.log_history if "loss" in e]
     metrics = {
@@ -370,8 +375,6 @@ def final_metrics(setup: PretrainSetup, decision, final_eval: Mapping[str, float
         "vocab_size": info["vocab_size"],
         "capacity_ok": int(info["capacity"].ok),
         "capacity_floor": round(info["capacity"].floor, 2),
-        "resumed": int(decision.resumed),
-        "resumed_from_step": decision.step,
         "train_rows": len(setup.train_dataset),
     }
     if final_eval:

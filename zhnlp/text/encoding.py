@@ -10,8 +10,8 @@ Documents come from the prepared Parquet files, read in record batches:
   never by putting the string "[SEP]" into the text (jieba would cut it up in word
   mode) and not with a newline (BERT's normaliser turns it into a space, so turn
   boundaries would vanish). A tokenizer without a sep token joins turns with "\\n";
-- extra JSON-lines files (``encode.extra_text``: a list of ``{path, field}``, optional
-  ``name``), source ``extra:<name>`` (default: the file's parent folder and stem).
+- unlabelled text prepared by ``prepare_text@<name>`` (``pretrain_text.<name>``):
+  ``text/<name>/text.parquet``, one document per row, source ``text:<name>``.
 
 Each document is encoded without special tokens and cut into windows of at most
 ``max_seq_len - 2`` content tokens (at a word start when word ids are known and one
@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 import pyarrow.parquet as pq
 
 from zhnlp.config import from_params, in_range
-from zhnlp.data.rows import BadInputError, RowPolicy, iter_json_lines
 from zhnlp.text.shards import Row, ShardWriter, shard_schema
 from zhnlp.text.tokenization import ZhTokenizer
 
@@ -108,36 +107,15 @@ def iter_texts(prepared_dir: str | Path, corpus: str, split: str) -> Iterator[st
         yield from doc.segments
 
 
-def extra_source_name(entry: Mapping[str, Any]) -> str:
-    if entry.get("name"):
-        return f"extra:{entry['name']}"
-    path = Path(entry["path"])
-    return f"extra:{path.parent.name}/{path.stem}" if path.parent.name else f"extra:{path.stem}"
-
-
-def iter_extra_documents(entries: Sequence[Mapping[str, Any]], base: str | Path = ".", skipped: dict | None = None) -> Iterator[Document]:
-    """Documents from JSON-lines files ``[{path, field, name?}]``; paths relative to ``base``.
-
-    Malformed JSON or a missing/non-string field stops with ``file:line: reason``; empty
-    texts are skipped and counted in ``skipped[source]`` when a dict is given.
-    """
-    for entry in entries:
-        if not isinstance(entry, Mapping) or "path" not in entry or "field" not in entry:
-            raise ValueError(f"encode.extra_text entries need 'path' and 'field', got {entry!r}")
-        path = Path(entry["path"])
-        if not path.is_absolute():
-            path = Path(base) / path
+def iter_text_documents(prepared_dir: str | Path, names: Sequence[str]) -> Iterator[Document]:
+    """Documents of the unlabelled texts ``names`` (``prepare_text@<name>``), in the order given."""
+    for name in names:
+        path = Path(prepared_dir) / "text" / name / "text.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"encode.extra_text: no such file: {path}")
-        source, key = extra_source_name(entry), entry["field"]
-        for line, obj in iter_json_lines(path, RowPolicy("fail")):
-            text = obj.get(key)
-            if not isinstance(text, str):
-                raise BadInputError(path, line, f"field {key!r} missing or not a string")
-            if text.strip():
-                yield Document((text,), source)
-            elif skipped is not None:
-                skipped[source] = skipped.get(source, 0) + 1
+            raise FileNotFoundError(f"{path} not found (run `dvc repro prepare_text@{name}`)")
+        for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=8192):
+            for text in batch.column(0).to_pylist():
+                yield Document((text,), f"text:{name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,15 +152,6 @@ def cut_windows(ids: list[int], wids: list[int] | None, limit: int) -> list[tupl
     return out
 
 
-@dataclass(frozen=True)
-class ExtraText:
-    """One ``encode.extra_text`` entry: a JSON-lines file, its text field, an optional source name."""
-
-    path: str
-    field: str
-    name: str | None = None
-
-
 @dataclass
 class EncodeConfig:
     """The ``encode`` params (strictly: unknown keys are errors); batch_docs, flush_rows are not params."""
@@ -191,7 +160,6 @@ class EncodeConfig:
     shard_rows: int = 50000
     heldout_ratio: float = 0.05
     word_boundaries: bool = True
-    extra_text: tuple[ExtraText, ...] = ()
     batch_docs: int = 512
     flush_rows: int = 8192
 

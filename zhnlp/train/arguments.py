@@ -1,6 +1,6 @@
 """Strict training params -> ``transformers.TrainingArguments``: one dataclass of shared keys, one function.
 
-Every params section that trains (``pretrain.training``, ``finetune.training``, ``finetune_ape210k``,
+Every params section that trains (``pretrain.training``, ``finetune.recipes.<name>``, ``finetune_ape210k``,
 ``finetune_lccc``) is a dataclass that extends :class:`TrainingSettings` with its own keys, and is
 built with :func:`zhnlp.config.from_params`: an unknown key (``lerning_rate``), a wrong type or an
 out-of-range value is a one-line :class:`zhnlp.config.ConfigError`. :func:`training_arguments` is

@@ -67,13 +67,14 @@ class TrainResult:
             "steps": self.steps,
             "tokens_seen": self.tokens_seen,
             "final_logged_loss": self.history[-1]["loss"] if self.history else None,
-            "resumed": self.resumed_from is not None,
             "signature": self.signature[:16],
         }
 
     def timings(self) -> dict[str, Any]:
-        """How this process's run went (wall time, speed): for MLflow only, never a DVC-tracked file."""
+        """How this process's run went (wall time, speed, whether it resumed): for MLflow only, never a
+        DVC-tracked file, so redoing or resuming the same run leaves dvc.lock as it was."""
         return {
+            "resumed": int(self.resumed_from is not None),  # 0/1: MLflow metrics are numbers
             "seconds": self.seconds,
             "tokens": self.tokens,
             "tokens_per_second": self.tokens_per_second,
