@@ -40,8 +40,15 @@ def load_profile(name: str) -> dict[str, Any]:
 def apply_profile(values: Mapping[str, Any], params_path: str | Path) -> list[str]:
     """Set each dotted key of ``values`` in ``params_path`` (the parents must exist); returns the keys that changed."""
     path = Path(params_path)
+    if not path.is_file():
+        raise ConfigError(f"profile: no params file at {path}")
+    from ruamel.yaml.error import YAMLError
+
     yml = _round_trip()
-    params = yml.load(path.read_text(encoding="utf-8"))
+    try:
+        params = yml.load(path.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     changed = []
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")

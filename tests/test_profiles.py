@@ -65,6 +65,11 @@ def test_an_unknown_profile_or_key_is_one_line(tmp_path):
     done = switch("real", params)
     assert done.returncode == 2 and done.stderr.startswith("error: profile key 'ape210k.path': params.yaml has no 'ape210k'")
     assert params.read_text(encoding="utf-8") == "clue: {path: x}\n"  # nothing written on an error
+    (tmp_path / "broken.yaml").write_text("clue: [\n", encoding="utf-8")
+    done = switch("real", tmp_path / "broken.yaml")
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {tmp_path / 'broken.yaml'}: not valid YAML") and done.stderr.count("\n") == 1
+    done = switch("real", tmp_path / "nope.yaml")
+    assert done.returncode == 2 and done.stderr == f"error: profile: no params file at {tmp_path / 'nope.yaml'}\n", done.stderr
 
 
 def test_the_real_profile_reads_files_that_exist_under_the_strict_params():
