@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from zhnlp.tasks.generation import save_head  # noqa: E402
 from zhnlp.config import check_name, from_params  # noqa: E402
+from zhnlp.data.split_carving import missing_splits_message  # noqa: E402
 from zhnlp.models.checkpoint import inspect_checkpoint, mlm_head_warning  # noqa: E402
 from zhnlp.tasks.seq2seq import ApeSettings, finetune  # noqa: E402
 
@@ -58,12 +59,8 @@ def main() -> None:
     if warning := mlm_head_warning(checkpoint, "UniLM seq2seq"):
         say(f"warning: {warning}")
     data_dir = ROOT / "data" / "prepared" / "ape210k"
-    missing = [s for s in SPLITS if not (data_dir / f"{s}.parquet").is_file()]
-    if missing:
-        hint = ("run `dvc repro prepare_ape210k`" if len(missing) == len(SPLITS) else
-                f"{STAGE} trains on train and evaluates on valid and test: add the missing splits to ape210k.splits, "
-                f"or carve them out of a shipped one with ape210k.carve (README: Real data)")
-        fail(f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)}: {hint}")
+    if problem := missing_splits_message(data_dir, SPLITS, "ape210k", STAGE):
+        fail(problem)
     rows = {s: pq.read_table(data_dir / f"{s}.parquet").to_pylist() for s in SPLITS}
     model_dir = ROOT / "models" / STAGE
     report_dir = ROOT / "reports" / STAGE

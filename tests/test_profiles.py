@@ -12,6 +12,7 @@ import yaml
 from shared_data import shared_data_dir
 
 from profiles import available, load_profile
+from stages.common.params import select
 from zhnlp.config import from_params
 from zhnlp.data.ape210k import ApeParams
 from zhnlp.data.clue import ClueParams, split_files
@@ -19,12 +20,6 @@ from zhnlp.data.lccc import LcccParams
 from zhnlp.data.unlabeled_text import TextSource
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def select(params: dict, dotted: str):
-    for part in dotted.split("."):
-        params = params[part]
-    return params
 
 
 def switch(name: str, params: Path) -> subprocess.CompletedProcess:

@@ -114,3 +114,19 @@ class RoutedSinks:
     def __exit__(self, *exc) -> None:
         self._stack.__exit__(*exc)
 
+
+
+def missing_splits_message(data_dir: Path, splits: Iterable[str], corpus: str, stage: str) -> str | None:
+    """Why ``stage`` cannot find the prepared ``splits`` of ``corpus`` under ``data_dir``, or None when all are there.
+
+    None prepared: the prep stage has not run. Some: the files ship fewer splits than the stage needs,
+    and the fix is in params (``<corpus>.splits`` or ``<corpus>.carve``), not in rerunning prep.
+    """
+    splits = list(splits)
+    missing = [s for s in splits if not (Path(data_dir) / f"{s}.parquet").is_file()]
+    if not missing:
+        return None
+    hint = (f"run `dvc repro prepare_{corpus}`" if len(missing) == len(splits) else
+            f"{stage} trains on train and evaluates on valid and test: add the missing splits to {corpus}.splits, "
+            f"or carve them out of a shipped one with {corpus}.carve (README: Real data)")
+    return f"missing {', '.join(f'{data_dir}/{s}.parquet' for s in missing)}: {hint}"

@@ -186,7 +186,7 @@ def leaderboard_from_reports(root: Path, models: Sequence[str], tasks: Sequence[
     Reads reports/finetune/<model>/<task>.json and reports/can/<task>.json, and the
     generation heads' metrics as extra columns. Missing data is a LeaderboardError naming every gap.
     """
-    scores, splits, hints = read_scores(root, list(models), [t for t in tasks if t not in set(cfg.exclude_tasks)])
+    scores, splits, hints, recipes = read_scores(root, list(models), [t for t in tasks if t not in set(cfg.exclude_tasks)])
     extra, notes = extra_metrics(root, list(models))
     try:
         board = build_leaderboard(
@@ -194,19 +194,8 @@ def leaderboard_from_reports(root: Path, models: Sequence[str], tasks: Sequence[
         )
     except LeaderboardError as err:
         raise LeaderboardError(str(err) + (f". Details: {'; '.join(dict.fromkeys(hints))}" if hints else "")) from err
-    board["recipes"] = read_recipes(root, list(models), board["tasks"])
+    board["recipes"] = recipes
     return board
-
-
-def read_recipes(root: Path, models: list[str], tasks: list[str]) -> dict[str, str]:
-    """{model: the finetune recipe its reports name} (several joined with '/'; baselines have none)."""
-    out = {}
-    for model in models:
-        names = {r.get("recipe") for t in tasks if (p := root / "reports" / "finetune" / model / f"{t}.json").is_file()
-                 and isinstance(r := _read_json(p), dict)} - {None}
-        if names:
-            out[model] = "/".join(sorted(map(str, names)))
-    return out
 
 
 def _read_json(path: Path):
@@ -216,10 +205,11 @@ def _read_json(path: Path):
         raise LeaderboardError(f"{path}: not valid JSON ({err})") from err
 
 
-def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, dict, list[str]]:
-    """({row: {task: {metric: value}}}, {task: split}, hints for missing data); rows are each model and model+CAN."""
+def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, dict, list[str], dict[str, str]]:
+    """({row: {task: {metric: value}}}, {task: split}, hints for missing data, {model: its finetune recipe});
+    rows are each model and model+CAN. A model trained with several recipes shows them joined by '/'; baselines have none."""
     scores: dict[str, dict] = {row: {} for model in models for row in (model, model + CAN_SUFFIX)}
-    splits, hints = {}, []
+    splits, hints, recipes = {}, [], {}
     for task in tasks:
         finetune = {m: _read_json(p) for m in models if (p := root / "reports" / "finetune" / m / f"{task}.json").is_file()}
         bad = [m for m, r in finetune.items() if not isinstance(r, dict)]
@@ -236,6 +226,8 @@ def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, 
             report = finetune.get(model)
             can_entry = can.get(model) if isinstance(can, dict) else None
             entry = can_entry.get(split) if isinstance(can_entry, dict) else None
+            if isinstance(report, dict) and report.get("recipe") is not None:
+                recipes.setdefault(model, set()).add(str(report["recipe"]))
             if report is None:
                 hints.append(f"reports/finetune/{model}/{task}.json is missing")
             elif not isinstance(report.get(split), dict):
@@ -249,7 +241,7 @@ def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, 
             else:
                 after = {m: entry.get(f"{m}_after") for m in METRICS}
                 scores[model + CAN_SUFFIX][task] = _scores(after, f"reports/can/{task}.json[{model}][{split}]")
-    return scores, splits, hints
+    return scores, splits, hints, {m: "/".join(sorted(names)) for m, names in recipes.items()}
 
 
 def _scores(block: dict, where: str) -> dict:
