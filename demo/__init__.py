@@ -9,7 +9,8 @@ generalise rather than memorise.
 Everything is drawn from ``random.Random`` streams derived from ``seed`` (one
 stream per corpus), so the same seed always gives byte-identical files. The word lists
 the generators draw from are data files, ``demo/words/*.yaml``; the generators are
-:mod:`demo.clue`, :mod:`demo.ape210k` and :mod:`demo.lccc`. Command line:
+:mod:`demo.clue`, :mod:`demo.reading` (CMRC2018, C3, CHID, CLUENER), :mod:`demo.ape210k`
+and :mod:`demo.lccc`. Command line:
 ``python -m demo --out DIR [--seed N] [--scale X]``.
 
 Layout written by :func:`write_demo_corpora` (row counts at ``scale=1``; ``scale``
@@ -20,6 +21,17 @@ multiplies every count, with a floor of ``MIN_ROWS`` rows per file)::
         test.json 40 (unlabelled: id and text fields only); tnews also has labels.json
     clue/afqmc, cmnli                          CLUE layout
         train.json 320, dev.json 100, test.json 40 (unlabelled, with id)
+    clue/cmrc2018/{train,dev,test}.json        SQuAD-v1 JSON, one question a line: 240 / 60 / 30
+        questions (2-4 per passage; dev year and count answers also without the unit; test
+        questions without answers; every fifth passage ~200 chars, its last fact asked)
+    clue/c3/c3-{d,m}-{train,dev,test}.json     C3 list [[lines], [questions], id], one question a
+        line: 100 / 30 / 30 questions per file (2-4 choices; test labelled, as C3 ships it)
+    clue/chid/{train,dev,test}.json            CLUE layout, JSON lines {candidates (10), content}:
+        lines of 1-2 passages holding 240 / 60 / 40 blanks #idiom000001#... (numbered across
+        all files, 1-3 per passage); {train,dev}_answer.json one object {tag: candidate
+        index}, one tag a line; test unlabelled
+    clue/cluener/{train,dev,test}.json         JSON lines {text, label}: 300 / 80 / 40 (test:
+        {id, text}); dev and test entities mostly unseen in train
     ape210k/{train,valid,test}.ape.json        1500 / 150 / 150
     lccc/dialogues.json                        {"train": 800, "valid": 100, "test": 100}
     lccc/{train,valid,test}.txt                the same dialogues, one per line
@@ -46,6 +58,7 @@ from pathlib import Path
 from demo.ape210k import ape_mismatch_positions, write_ape210k
 from demo.clue import write_clue
 from demo.lccc import write_lccc
+from demo.reading import write_reading
 from zhnlp.config import ConfigError
 
 __all__ = ["DemoConfig", "ape_mismatch_positions", "write_demo_corpora"]
@@ -68,6 +81,7 @@ def write_demo_corpora(out_dir: Path, seed: int = 0, scale: float = 1.0) -> dict
     """Write all demo corpora under ``out_dir``; return row counts keyed by relative path."""
     out_dir = Path(out_dir)
     counts: dict[str, int] = {}
-    for name, writer in (("clue", write_clue), ("ape210k", write_ape210k), ("lccc", write_lccc)):
+    for name, writer in (("clue", write_clue), ("clue", write_reading), ("ape210k", write_ape210k),
+                         ("lccc", write_lccc)):
         counts.update({f"{name}/{k}": v for k, v in writer(out_dir / name, seed, scale).items()})
     return counts

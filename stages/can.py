@@ -5,12 +5,14 @@ data/predictions_can/clue/<task>/<model>/ (same schema, zhnlp.tasks.predictions;
 adjusted probs; plus meta.json), the metrics
 reports/can/<task>.json ({model: {split: {...}}}) and the reliability-diagram data
 reports/can/<task>_reliability.json (reported split: test_public when present, else dev).
+CAN applies to classification only: for another task kind the report says so (``applicable: false``).
 The prior is the class frequency of the training labels (meta.json train_label_counts);
 when a class has no training example every count gets +1 (Laplace) and the report says so.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -101,6 +103,14 @@ def summary_markdown(task: str, metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _task_kind(pred_dir: Path) -> str:
+    """The task kind the models' meta.json files name (``task_kind``; classification when absent)."""
+    kinds = {json.loads(p.read_text(encoding="utf-8")).get("task_kind", "classification") for p in sorted(pred_dir.glob("*/meta.json"))}
+    if len(kinds) > 1:
+        raise PredictionError(f"{pred_dir}: models disagree on the task kind ({', '.join(sorted(kinds))}); rerun the finetune stages")
+    return kinds.pop() if kinds else "classification"
+
+
 def main() -> None:
     task = stage_item("can", "clue.tasks")
     params = stage_params("can")
@@ -110,6 +120,17 @@ def main() -> None:
     report_dir = ROOT / "reports" / "can"
 
     with StageRun(f"can@{task}", params) as tracking:
+        kind = _task_kind(pred_dir)
+        if kind != "classification":  # nothing to re-normalise: the report says so, the leaderboard keeps the model's score
+            shutil.rmtree(out_dir, ignore_errors=True)
+            out_dir.mkdir(parents=True)
+            reason = (f"CAN applies to classification only (it re-normalises class probabilities); {task} is a {kind} task, "
+                      "so the leaderboard's +CAN rows repeat the model's scores on it")
+            write_json(report_dir / f"{task}.json", {"applicable": False, "task_kind": kind, "reason": reason})
+            write_json(report_dir / f"{task}_reliability.json", [])
+            tracking.log_text(f"# CAN on {task}\n\n{reason}.\n", "can_report.md")
+            print(f"can@{task}: {reason}")
+            return
         metrics, rel_rows, curves = run_task(pred_dir, out_dir, cfg)
         write_json(report_dir / f"{task}.json", metrics)
         write_json(report_dir / f"{task}_reliability.json", rel_rows)

@@ -1,15 +1,21 @@
-"""prepare_clue@<task>: CLUE/FewCLUE JSON lines -> data/prepared/clue/<task>/<split>.parquet.
+"""prepare_clue@<task>: CLUE/FewCLUE files of any task kind -> data/prepared/clue/<task>/<split>.parquet.
 
-Under ``dvc repro`` the task comes from DVC_STAGE (no params text reaches the shell); by hand:
-``python -m stages.prepare_clue TASK``.
+The task's ``kind`` (``clue.tasks.<task>.kind``: classification, span_extraction, multiple_choice,
+idiom_cloze, ner) picks the reader and the row schema (``zhnlp.data.clue.reader_for``). Writes one
+Parquet file per split (carved splits included), ``task.json`` (kind, labels) and, for classification,
+``labels.json``. Under ``dvc repro`` the task comes from DVC_STAGE (no params text reaches the shell);
+by hand: ``python -m stages.prepare_clue TASK``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 from stages.common import ROOT, StageRun, load_params, publish_prep_report, resolve, run, stage_item, write_json
-from zhnlp.data.clue import CLUE_SCHEMA, ClueParams, TaskSpec, iter_split, split_files
+from zhnlp.data.clue import ClueParams, reader_for, split_paths
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy
+from zhnlp.data.split_carving import RoutedSinks, SplitRouter, parse_carves
 
 
 def main() -> None:
@@ -21,28 +27,34 @@ def main() -> None:
     task_dir = resolve(config.path) / spec.dir
     out_dir = ROOT / "data" / "prepared" / "clue" / task
     report_dir = ROOT / "reports" / "prepare_clue"
-    files = split_files(task_dir, spec, config.layouts)  # a missing file or a directory fails here, before any run
+    files = split_paths(task_dir, spec, config.layouts)  # a missing file or a directory fails here, before any run
+    router = SplitRouter(parse_carves(spec.carve, files, f"clue.tasks.{task}.carve"))
+    reader = reader_for(spec.kind)
 
-    with StageRun(f"prepare_clue@{task}", params) as stage:
-        stats = []
+    with StageRun(f"prepare_clue@{task}", params | {"kind": spec.kind}) as stage:
+        stats: dict[str, SplitStats] = {}
+        repaired: Counter = Counter()  # rows kept after a repair the reader names (e.g. fixed_answer_offsets)
+
+        def count(split: str, row: dict) -> None:
+            stats.setdefault(split, SplitStats(split)).add(reader.row_chars(row), row.get("label"), row)
+
         with RowPolicy(config.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
-            for split, path in files.items():
+            for split, paths in files.items():
                 mark = policy.mark()
-                stats.append(_write_split(path, spec, split, policy, out_dir / f"{split}.parquet"))
-                policy.check_split(path, split, stats[-1].rows, mark, config.max_bad_ratio)
-        write_json(out_dir / "labels.json", list(spec.labels))
-        rejected = policy.metrics()
-        report = markdown_report(f"CLUE {task}", stats, rejected)
-        publish_prep_report(stage, report, stats, rejected, report_dir / f"{task}.json", report_dir / f"{task}_lengths.json")
-
-
-def _write_split(path, spec: TaskSpec, split: str, policy: RowPolicy, out_path) -> SplitStats:
-    stats = SplitStats(split)
-    with ParquetSink(out_path, CLUE_SCHEMA) as sink:
-        for row in iter_split(path, spec, split, policy):
-            sink.write(row)
-            stats.add(len(row["text_a"]) + len(row["text_b"] or ""), row["label"], row)
-    return stats
+                for target in router.targets(split):
+                    stats.setdefault(target, SplitStats(target))
+                sink = lambda path: ParquetSink(path, reader.schema)  # noqa: E731
+                with RoutedSinks(router, split, out_dir, sink, count) as sinks:
+                    for row in reader.iter_split(paths, split, policy, spec, repaired):
+                        sinks.write(row, reader.carve_key(row))
+                kept = sum(stats[s].rows for s in router.targets(split))
+                policy.check_split(paths[0], split, kept, mark, config.max_bad_ratio)
+        if spec.kind == "classification":
+            write_json(out_dir / "labels.json", list(spec.labels))
+        write_json(out_dir / "task.json", {"kind": spec.kind, "labels": list(spec.labels)})
+        rejected = policy.metrics() | ({"repaired": dict(sorted(repaired.items()))} if repaired else {})
+        report = markdown_report(f"CLUE {task} ({spec.kind})", list(stats.values()), rejected)
+        publish_prep_report(stage, report, list(stats.values()), rejected, report_dir / f"{task}.json", report_dir / f"{task}_lengths.json")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
         ("clue", {"tasks": {"t": {"text_a": "s", "labels": [0, 1], "lable": "x"}}}, "clue.tasks.t: unknown key 'lable'; allowed keys:"),
         ("clue", {"tasks": {"t": {"text_a": "s", "labels": [0, 1], "list_fields": ["k"]}}}, "clue.tasks.t.list_fields: 'k' is not allowed; use one of s"),
         ("clue", {"tasks": {"t": {"text_a": "s", "labels": [0, 1], "layout": "x"}}}, "clue.tasks.t.layout: 'x' is not allowed; use one of auto, fewclue, clue"),
-        ("clue", {"layouts": {"mine": {"train": "t.json"}}}, "clue.layouts.mine: missing required split 'dev'"),
+        ("clue", {"layouts": {"mine": {"dev": "d.json"}}}, "clue.layouts.mine: missing required split 'train'"),
         ("clue", {"pth": "x"}, "clue: unknown key 'pth'; allowed keys: layouts, max_bad_ratio, on_bad_rows, path, tasks"),
         ("ape210k", {"on_bad_rows": "Skip"}, "ape210k.on_bad_rows: 'Skip' is not allowed; use one of fail, skip"),
         ("ape210k", {"splits": {"../x": "a.json"}}, "ape210k.splits: name '../x' is not allowed"),

@@ -17,44 +17,15 @@ from zhnlp.tasks.classification_data import TaskData, evaluate_probs, input_text
 from demo import write_demo_corpora
 from zhnlp.data.clue import CLUE_SCHEMA, TaskSpec, iter_split, split_files
 from zhnlp.data.rows import RowPolicy
+from tiny_backbone import SPECIAL, build_tiny_backbone  # noqa: F401  (shared with test_finetune_stage.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUE_TASKS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["clue"]["tasks"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(per_device_train_batch_size=16, learning_rate=5e-3, warmup_ratio=0.0, max_seq_len=48, seed=7)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared with test_finetune_stage.py
-
-
-def build_tiny_backbone(out_dir: Path, texts: list[str], mode: str = "char", words: tuple[str, ...] = ()) -> Path:
-    """A WordPiece BertTokenizerFast trained on ``texts`` and a random BertForMaskedLM (hidden 32, 1 layer)."""
-    import torch
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=3000, min_frequency=1, special_tokens=SPECIAL, show_progress=False))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
-    hf = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
-    if words:  # WoBERT words: added tokens matched on the raw (not normalised) pieces, as zhnlp.text.tokenization does
-        hf.add_tokens([AddedToken(w, normalized=False, single_word=False, lstrip=False, rstrip=False) for w in words])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out_dir))
-    config = BertConfig(
-        vocab_size=len(hf), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
-    )
-    torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(str(out_dir))
-    (out_dir / "zhnlp_tokenizer.json").write_text(json.dumps({"mode": mode, "lowercase": True}), encoding="utf-8")
-    return out_dir
 
 
 def prepare_task(clue_dir: Path, task: str, out_dir: Path, spec_entry: dict | None = None) -> Path:
@@ -69,8 +40,10 @@ def prepare_task(clue_dir: Path, task: str, out_dir: Path, spec_entry: dict | No
 
 
 def demo_texts(clue_dir: Path) -> list[str]:
+    """The text fields of the demo classification tasks (JSON lines)."""
     texts = []
-    for path in sorted(clue_dir.rglob("*.json")):
+    dirs = [e.get("dir", t) for t, e in CLUE_TASKS.items() if e.get("kind", "classification") == "classification"]
+    for path in sorted(p for d in dirs for p in (clue_dir / d).glob("*.json")):
         for line in path.read_text(encoding="utf-8").splitlines():
             obj = json.loads(line)
             texts.extend(v for k, v in obj.items() if isinstance(v, str) and k not in ("label", "id", "idx"))
@@ -119,17 +92,17 @@ def test_pairs_and_csl_keep_two_texts_single_tasks_one():
 def test_encoding_pairs_wsc_and_truncation(demo):
     clf = TransformerClassifier.from_pretrained(demo["backbone"], ["0", "1"], max_seq_len=16)
     hf = clf.tokenizer.hf
-    (item,) = clf.encode([row("花呗怎么还", "花呗如何还款", label_id=1)]).items
+    (item,) = clf.encode([row("花呗怎么还", "花呗如何还款", label_id=1)])
     tokens = hf.convert_ids_to_tokens(item["input_ids"])
     assert tokens == ["[CLS]", "花", "呗", "怎", "么", "还", "[SEP]", "花", "呗", "如", "何", "还", "款", "[SEP]"]
     assert set(item["token_type_ids"]) == {0} and item["labels"] == 1  # segment ids all 0 (CLUE baselines)
-    assert len(clf.encode([row("很" * 40, "长" * 40)]).items[0]["input_ids"]) == 16  # longest-first truncation
+    assert len(clf.encode([row("很" * 40, "长" * 40)])[0]["input_ids"]) == 16  # longest-first truncation
 
     added = clf.add_missing_tokens(["_", "[", "]"])  # brackets never occur in the demo text: [UNK] before
     assert {"[", "]"} <= set(added) and clf.model.get_input_embeddings().num_embeddings == len(hf)
     assert [clf.tokenizer.tokenize(t) for t in "_[]"] == [["_"], ["["], ["]"]]
     wsc = row("小明把书给了小红，她很高兴。", span1_text="小红", span1_index=6, span2_text="她", span2_index=9)
-    tokens = hf.convert_ids_to_tokens(clf.encode([wsc]).items[0]["input_ids"])
+    tokens = hf.convert_ids_to_tokens(clf.encode([wsc])[0]["input_ids"])
     assert tokens[6:14] == ["了", "_", "小", "红", "_", "，", "[", "她"] and tokens[14] == "]"
     assert clf.add_missing_tokens(["_", "[", "]"]) == []
 
@@ -139,7 +112,7 @@ def test_word_mode_segments_with_jieba(demo, tmp_path):
     backbone = build_tiny_backbone(tmp_path / "word", demo_texts(demo["base"] / "demo" / "clue"), mode="word", words=words)
     clf = TransformerClassifier.from_pretrained(backbone, ["0", "1"])
     assert clf.tokenizer.mode == "word"
-    (item,) = clf.encode([row("今天北京天气很好", "北京的天气如何")]).items
+    (item,) = clf.encode([row("今天北京天气很好", "北京的天气如何")])
     tokens = clf.tokenizer.hf.convert_ids_to_tokens(item["input_ids"])
     assert tokens == ["[CLS]", "今", "天", "北京", "天气", "很", "好", "[SEP]", "北京", "的", "天气", "如", "何", "[SEP]"]
 

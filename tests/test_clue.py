@@ -120,8 +120,15 @@ def test_new_task_of_known_shape_needs_params_only(tmp_path):
 def test_task_spec_rejects_unknown_keys_and_missing_labels():
     with pytest.raises(ValueError, match="unknown key 'lable'"):
         TaskSpec.from_params("x", {"text_a": "s", "labels": ["a", "b"], "lable": "oops"})
-    with pytest.raises(ValueError, match="missing required key 'labels'"):
+    with pytest.raises(ValueError, match=r"clue.tasks.x.labels: \[\] is not allowed; use at least 2 distinct labels"):
         TaskSpec.from_params("x", {"text_a": "s"})
+    with pytest.raises(ValueError, match="clue.tasks.x.text_a: missing; a classification task names its text field"):
+        TaskSpec.from_params("x", {"labels": ["a", "b"]})
+    with pytest.raises(ValueError, match="clue.tasks.x.kind: 'mrc' is not allowed; use one of classification, span_extraction"):
+        TaskSpec.from_params("x", {"kind": "mrc"})
+    with pytest.raises(ValueError, match="clue.tasks.x.labels: .* use at least 1 entity type"):
+        TaskSpec.from_params("x", {"kind": "ner"})
+    assert TaskSpec.from_params("x", {"kind": "span_extraction"}).kind == "span_extraction"  # no text field or labels needed
 
 
 def test_missing_split_file_names_the_path(tmp_path):

@@ -136,7 +136,7 @@ def outputs(project: Path, model: str, task: str) -> tuple[Path, dict, dict]:
 def test_tfidf_stage_writes_predictions_meta_submission_and_metrics(project):
     pred, meta, metrics = outputs(project, "tfidf", "tnews")
     data = TaskData.load(project / "data" / "prepared" / "clue" / "tnews")
-    assert meta == {"model": "tfidf", "task": "tnews", "kind": "baseline", "recipe": None, "labels": data.labels, "train_label_counts": data.label_counts()}
+    assert meta == {"model": "tfidf", "task": "tnews", "kind": "baseline", "task_kind": "classification", "recipe": None, "labels": data.labels, "train_label_counts": data.label_counts()}
     for split in ("dev", "test_public"):
         assert pq.read_schema(pred / f"{split}.parquet").equals(PREDICTION_SCHEMA, check_metadata=False)
         ids, probs = read_predictions(pred / f"{split}.parquet")

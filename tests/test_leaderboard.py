@@ -180,8 +180,8 @@ def test_stage_builds_from_reports_with_can_rows_and_writes_outputs(tmp_path):
     board = build(tmp_path, stage_params(TASKS))
     assert board["order"] == ["char", "char+CAN", "word", "word+CAN", "tfidf", "tfidf+CAN"]
     assert board["splits"] == {t: "test_public" for t in TASKS}
-    assert board["models"]["char+CAN"]["scores"]["tnews"]["accuracy"] == pytest.approx(0.494)
-    assert board["models"]["char"]["scores"]["tnews"]["accuracy"] == pytest.approx(0.49)
+    assert board["models"]["char+CAN"]["scores"]["tnews"]["score"] == pytest.approx(0.494)  # a classification task's score: accuracy
+    assert board["models"]["char"]["scores"]["tnews"]["score"] == pytest.approx(0.49)
     # only the headline generation figures become columns
     assert board["models"]["char"]["extra"] == {"ape210k.trained.test.accuracy_beam1": 0.3} and not board["notes"]
 
@@ -190,8 +190,8 @@ def test_stage_builds_from_reports_with_can_rows_and_writes_outputs(tmp_path):
         assert paths[key].is_file() and paths[key].stat().st_size > 0
     assert json.loads(paths["json"].read_text())["models"]["word+CAN"]["can"] is True
     names = flat_metrics(board)
-    assert names["leaderboard.char_CAN.accuracy.am"] == pytest.approx(board["models"]["char+CAN"]["means"]["accuracy"]["am"])
-    assert {n.split(".")[1] for n in names if n.endswith(".accuracy.am")} == {"char", "char_CAN", "word", "word_CAN", "tfidf", "tfidf_CAN"}
+    assert names["leaderboard.char_CAN.score.am"] == pytest.approx(board["models"]["char+CAN"]["means"]["score"]["am"])
+    assert {n.split(".")[1] for n in names if n.endswith(".score.am")} == {"char", "char_CAN", "word", "word_CAN", "tfidf", "tfidf_CAN"}
 
 
 def test_stage_reports_missing_tasks_and_honours_exclusions(tmp_path):
@@ -204,7 +204,7 @@ def test_stage_reports_missing_tasks_and_honours_exclusions(tmp_path):
     assert board["excluded_tasks"] == ["afqmc"] and board["splits"] == {"tnews": "dev", "iflytek": "dev"}
     path = tmp_path / "reports" / "finetune" / "char" / "tnews.json"
     path.write_text(json.dumps({"dev": {"accuracy": 90.0, "macro_f1": 0.8}}))
-    with pytest.raises(LeaderboardError, match=r"accuracy must be a fraction in \[0, 1\]; got 90.0"):
+    with pytest.raises(LeaderboardError, match=r"score must be a fraction in \[0, 1\]; got 90.0"):
         build(tmp_path, stage_params(TASKS, exclude=["afqmc"]))
 
 
@@ -270,7 +270,7 @@ def test_predictions_to_can_to_leaderboard_through_both_stage_mains(tmp_path, mo
     exp = client.get_experiment_by_name("zhnlp")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])}
     lb = runs["leaderboard"]
-    assert lb.data.metrics["leaderboard.word_CAN.accuracy.am"] == pytest.approx(board["models"]["word+CAN"]["means"]["accuracy"]["am"])
+    assert lb.data.metrics["leaderboard.word_CAN.score.am"] == pytest.approx(board["models"]["word+CAN"]["means"]["score"]["am"])
     assert "leaderboard/leaderboard.png" in {a.path for a in client.list_artifacts(lb.info.run_id, "leaderboard")}
     can_run = runs["can@afqmc"]
     assert "char.test_public.accuracy_after" in can_run.data.metrics

@@ -46,8 +46,8 @@ def demo_texts(root: Path, scale: float = 0.2) -> list[str]:
     keys = ("sentence", "sentence1", "sentence2", "abst", "text", "original_text")
     texts: list[str] = []
     for path in sorted(root.rglob("*.json")):
-        if path.name == "labels.json":
-            continue
+        if path.name == "labels.json" or path.name.endswith("_answer.json") or path.parent.name in ("cmrc2018", "c3"):
+            continue  # not JSON lines (labels, CHID answers, SQuAD-style and C3 whole-file JSON)
         if path.name == "dialogues.json":
             for split in json.loads(path.read_text(encoding="utf-8")).values():
                 texts += ["".join(turn.split()) for dialogue in split for turn in dialogue if turn.strip()]

@@ -15,7 +15,7 @@ from profiles import available, load_profile
 from stages.common.params import select
 from zhnlp.config import from_params
 from zhnlp.data.ape210k import ApeParams
-from zhnlp.data.clue import ClueParams, split_files
+from zhnlp.data.clue import ClueParams, split_paths
 from zhnlp.data.lccc import LcccParams
 from zhnlp.data.unlabeled_text import TextSource
 
@@ -75,8 +75,9 @@ def test_the_real_profile_reads_files_that_exist_under_the_strict_params():
         (select(params, ".".join(parents)) if parents else params)[leaf] = value
     clue = ClueParams.from_params(params["clue"])
     for task in clue.tasks:
-        files = split_files(ROOT / clue.path / clue.task(task).dir, clue.task(task), clue.layouts)
-        assert {"train", "dev"} <= set(files), task
+        spec = clue.task(task)
+        files = split_paths(ROOT / clue.path / spec.dir, spec, clue.layouts)
+        assert {"train", "dev"} <= set(files) | set(spec.carve), task
     ape, lccc = ApeParams.from_params(params["ape210k"]), LcccParams.from_params(params["lccc"])
     assert set(ape.splits) | set(ape.carve) == {"train", "valid", "test"} == set(lccc.splits) | set(lccc.carve)
     assert all((ROOT / ape.path / f).is_file() for f in ape.splits.values())

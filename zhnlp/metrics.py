@@ -1,7 +1,8 @@
 """Scores, aggregate means, calibration bins and rankings: the one owner of every metric.
 
 Classification: accuracy and macro-F1 (sklearn). Generation: corpus BLEU (sacrebleu) and
-distinct-n. Aggregation: power means. Calibration: reliability bins and ECE. Rankings:
+distinct-n. Reading comprehension: CMRC2018 EM/F1. NER: entity-level micro
+precision/recall/F1. Aggregation: power means. Calibration: reliability bins and ECE. Rankings:
 competition ranks and Kendall's tau-b (scipy).
 
 Power means (techniques.md §2): M_γ(s) = ((1/T) Σ s_t^γ)^(1/γ); γ=1 arithmetic, γ→0
@@ -11,6 +12,7 @@ geometric, γ=-1 harmonic, γ=±inf max/min. M_γ is non-decreasing in γ.
 from __future__ import annotations
 
 import math
+import string
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -253,3 +255,138 @@ def swapped_pairs(rank_a: Mapping[str, int | None], rank_b: Mapping[str, int | N
             if np.sign(rank_a[x] - rank_a[y]) != np.sign(rank_b[x] - rank_b[y]):
                 out.append((x, y) if rank_a[x] <= rank_a[y] else (y, x))
     return out
+
+
+# --------------------------------------------------------------------------- span extraction (CMRC2018)
+
+# The official CMRC2018 punctuation list (full-width Chinese and a few ASCII marks; "……" is
+# taken per character), plus every ASCII punctuation mark.
+CMRC_PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』") | frozenset(string.punctuation)
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF
+
+
+def cmrc_segments(text: str) -> list[str]:
+    """CMRC2018 "mixed segmentation", punctuation removed: tokens of the lower-cased text.
+
+    Each CJK character is one token; a run of other characters (ASCII letters and digits,
+    or any other non-space, non-punctuation character) is one token; whitespace and the
+    punctuation marks of :data:`CMRC_PUNCTUATION` end a run and are dropped.
+    """
+    out: list[str] = []
+    run: list[str] = []
+    for ch in text.lower():
+        if _is_cjk(ch) or ch in CMRC_PUNCTUATION or ch.isspace():
+            if run:
+                out.append("".join(run))
+                run = []
+            if _is_cjk(ch):
+                out.append(ch)
+        else:
+            run.append(ch)
+    if run:
+        out.append("".join(run))
+    return out
+
+
+def cmrc_normalize(text: str) -> str:
+    """The text compared for CMRC2018 exact match: lower-cased, punctuation and whitespace removed."""
+    return "".join(ch for ch in text.lower() if ch not in CMRC_PUNCTUATION and not ch.isspace())
+
+
+def _longest_common_substring(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest contiguous run shared by the token lists ``a`` and ``b``."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def cmrc_f1(prediction: str, gold: str) -> float:
+    """One prediction against one gold answer: LCS precision/recall F1 over :func:`cmrc_segments`."""
+    p, g = cmrc_segments(prediction), cmrc_segments(gold)
+    common = _longest_common_substring(p, g)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def cmrc2018_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Official CMRC2018 EM and F1 as fractions in [0, 1] (the published script reports x100).
+
+    For each question of ``golds`` (id -> its gold answers): EM is 1 when the normalised
+    prediction (:func:`cmrc_normalize`) equals a normalised gold answer; F1 is the best
+    :func:`cmrc_f1` over the gold answers. A question without a prediction scores 0 on both;
+    predictions for ids not in ``golds`` are ignored. Both are means over the questions.
+    """
+    if not golds:
+        raise ValueError("cmrc2018_scores: no gold questions to score")
+    em = f1 = 0.0
+    for qid, answers in golds.items():
+        if isinstance(answers, str) or not answers:
+            raise ValueError(f"cmrc2018_scores: question {qid!r} needs a non-empty list of gold answers")
+        pred = predictions.get(qid)
+        if pred is None:
+            continue
+        norm = cmrc_normalize(pred)
+        em += float(any(norm == cmrc_normalize(a) for a in answers))
+        f1 += max(cmrc_f1(pred, a) for a in answers)
+    return {"em": em / len(golds), "f1": f1 / len(golds)}
+
+
+# --------------------------------------------------------------------------- entities (NER)
+
+
+def _entity_set(row) -> set[tuple[str, int, int]]:
+    out = set()
+    for e in row:
+        if isinstance(e, Mapping):
+            out.add((str(e["type"]), int(e["start"]), int(e["end"])))
+        else:
+            t, s, end = e
+            out.add((str(t), int(s), int(end)))
+    return out
+
+
+def _prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def entity_scores(pred: Sequence, gold: Sequence) -> dict:
+    """Entity-level micro precision, recall and F1 (exact (type, start, end) match), plus per type.
+
+    ``pred`` and ``gold`` hold one collection of entities per row, each entity a
+    ``(type, start, end)`` tuple or a dict with those keys (extra keys such as ``text`` are
+    ignored; duplicates within a row count once). Returns {"precision", "recall", "f1",
+    "per_type": {type: {"precision", "recall", "f1", "support"}}} with support the number of
+    gold entities of the type; a ratio with a zero denominator is 0, and F1 is 0 when
+    precision + recall is 0.
+    """
+    if len(pred) != len(gold):
+        raise ValueError(f"entity_scores: {len(pred)} predicted rows but {len(gold)} gold rows")
+    tp: Counter = Counter()
+    n_pred: Counter = Counter()
+    n_gold: Counter = Counter()
+    for p_row, g_row in zip(pred, gold):
+        p, g = _entity_set(p_row), _entity_set(g_row)
+        n_pred.update(t for t, _, _ in p)
+        n_gold.update(t for t, _, _ in g)
+        tp.update(t for t, _, _ in p & g)
+    precision, recall, f1 = _prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    per_type = {}
+    for t in sorted(set(n_pred) | set(n_gold)):
+        tp_, pp, gg = tp[t], n_pred[t], n_gold[t]
+        p_, r_, f_ = _prf(tp_, pp, gg)
+        per_type[t] = {"precision": p_, "recall": r_, "f1": f_, "support": gg}
+    return {"precision": precision, "recall": recall, "f1": f1, "per_type": per_type}

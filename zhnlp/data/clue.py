@@ -13,7 +13,7 @@ is a bad row ``too_long``); lines are capped by :data:`zhnlp.data.rows.MAX_LINE_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,8 @@ DEFAULT_LAYOUTS: dict[str, dict[str, str]] = {
     },
     "clue": {"train": "train.json", "dev": "dev.json", "test": "test.json"},
 }
+# Task kinds: what a task's rows look like and which head and metric it gets (readers in zhnlp.data.<corpus>).
+KINDS = ("classification", "span_extraction", "multiple_choice", "idiom_cloze", "ner")
 REQUIRED_SPLITS = ("train", "dev")
 UNLABELLED_SPLITS = ("test",)
 MAX_FIELD_CHARS = 65_536  # one text field (real data: under 5,200 bytes a line)
@@ -57,8 +59,9 @@ MAX_LABEL_CHARS = 256
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    text_a: str  # dotted field path
-    labels: tuple[str, ...]
+    text_a: str = ""  # dotted field path (classification)
+    labels: tuple[str, ...] = ()  # classification: the labels; ner: the entity types; else unused
+    kind: str = "classification"  # one of KINDS
     text_b: str | None = None
     spans: str | None = None  # path of an object with span1_text/index, span2_text/index
     label: str = "label"
@@ -68,6 +71,7 @@ class TaskSpec:
     list_fields: tuple[str, ...] = ()  # text fields that may be a list of strings (CSL keyword)
     list_join: str = "；"
     drop_labels: tuple[str, ...] = field(default_factory=tuple)
+    carve: Mapping[str, Any] = field(default_factory=dict)  # new splits cut from a shipped one (zhnlp.data.split_carving)
 
     @classmethod
     def from_params(cls, name: str, entry: Mapping[str, Any], where: str | None = None) -> "TaskSpec":
@@ -88,8 +92,12 @@ class _SpecParams(TaskSpec):
     """TaskSpec as read from params (its checks; ``spec()`` turns it back into a TaskSpec)."""
 
     def validate(self, where: str) -> None:
-        if len(self.labels) < 2:
-            raise ConfigError(f"{where}.labels: {list(self.labels)!r} is not allowed; use at least 2 distinct labels")
+        choice(f"{where}.kind", self.kind, KINDS)
+        if self.kind == "classification" and not self.text_a:
+            raise ConfigError(f"{where}.text_a: missing; a classification task names its text field")
+        if self.kind in ("classification", "ner") and len(self.labels) < (2 if self.kind == "classification" else 1):
+            what = "at least 2 distinct labels" if self.kind == "classification" else "at least 1 entity type"
+            raise ConfigError(f"{where}.labels: {list(self.labels)!r} is not allowed; use {what}")
         texts = [k for k in (self.text_a, self.text_b) if k]
         for key in self.list_fields:
             choice(f"{where}.list_fields", key, texts)
@@ -121,11 +129,11 @@ class ClueParams:
             check_name(f"{where}.layouts", name)
             for split, fname in require_mapping(f"{where}.layouts.{name}", layout).items():
                 check_name(f"{where}.layouts.{name}", split)
-                if not isinstance(fname, str) or not fname:
-                    raise ConfigError(f"{where}.layouts.{name}.{split}: {fname!r} is not allowed; expected a file name")
-            for split in REQUIRED_SPLITS:
-                if split not in layout:
-                    raise ConfigError(f"{where}.layouts.{name}: missing required split {split!r}")
+                names = fname if isinstance(fname, list) else [fname]
+                if not names or not all(isinstance(f, str) and f for f in names):
+                    raise ConfigError(f"{where}.layouts.{name}.{split}: {fname!r} is not allowed; expected a file name or a list of them")
+            if "train" not in layout:
+                raise ConfigError(f"{where}.layouts.{name}: missing required split 'train'")
         for name, entry in self.tasks.items():
             spec = TaskSpec.from_params(name, entry, f"{where}.tasks.{name}")
             if spec.layout != "auto":
@@ -141,23 +149,39 @@ class ClueParams:
         return from_params(cls, section, "clue")
 
 
-def split_files(task_dir: Path, spec: TaskSpec, layouts: Mapping[str, Mapping[str, str]] = DEFAULT_LAYOUTS) -> dict[str, Path]:
-    """Split name -> existing file for the task's layout (auto-detected from the train file)."""
+def split_paths(task_dir: Path, spec: TaskSpec, layouts: Mapping[str, Mapping[str, Any]] = DEFAULT_LAYOUTS) -> dict[str, list[Path]]:
+    """Split name -> its existing files for the task's layout: the first layout whose train files all exist
+    (``layout: auto``), or the one named. A layout may list several files for a split (C3: dialogue and
+    mixed-genre), read in order. Every split of :data:`REQUIRED_SPLITS` must exist or be carved."""
     names = list(layouts) if spec.layout == "auto" else [spec.layout]
     for name in names:
         if name not in layouts:
             raise ConfigError(f"clue.tasks.{spec.name}.layout: {name!r} is not allowed; use one of auto, {', '.join(layouts)}")
-        files = {split: task_dir / fname for split, fname in layouts[name].items()}
-        if files["train"].exists():
-            for path in files.values():
+        files = {split: [task_dir / f for f in (fname if isinstance(fname, list) else [fname])] for split, fname in layouts[name].items()}
+        if all(p.exists() for p in files["train"]):
+            for path in (p for paths in files.values() for p in paths):
                 if path.is_dir():
                     raise InputFileError(f"clue task {spec.name!r}: {path} is a directory, expected a file")
-            missing = [str(files[s]) for s in REQUIRED_SPLITS if not files[s].exists()]
+            found = {split: paths for split, paths in files.items() if all(p.exists() for p in paths)}
+            partial = [str(p) for split, paths in files.items() if split not in found for p in paths if p.exists()]
+            if partial:
+                raise InputFileError(f"clue task {spec.name!r} ({name} layout): {partial} found without the rest of its split's files")
+            missing = [str(files[s][0]) for s in REQUIRED_SPLITS if s not in found and s not in spec.carve]
             if missing:
                 raise InputFileError(f"clue task {spec.name!r} ({name} layout): missing {missing}")
-            return {split: path for split, path in files.items() if path.exists()}
-    tried = [str(task_dir / layouts[n]["train"]) for n in names]
+            return found
+    tried = [str(task_dir / (layouts[n]["train"] if isinstance(layouts[n]["train"], str) else layouts[n]["train"][0])) for n in names]
     raise InputFileError(f"clue task {spec.name!r}: no train file found, tried {tried}")
+
+
+def split_files(task_dir: Path, spec: TaskSpec, layouts: Mapping[str, Mapping[str, Any]] = DEFAULT_LAYOUTS) -> dict[str, Path]:
+    """:func:`split_paths` for a layout of one file per split (the classification tasks)."""
+    out = {}
+    for split, paths in split_paths(task_dir, spec, layouts).items():
+        if len(paths) != 1:
+            raise ConfigError(f"clue.tasks.{spec.name}: split {split!r} lists {len(paths)} files; classification reads one file per split")
+        out[split] = paths[0]
+    return out
 
 
 def iter_split(path: Path, spec: TaskSpec, split: str, policy: RowPolicy) -> Iterator[dict]:
@@ -226,6 +250,30 @@ def _id(obj: dict, key: str, default: str) -> str:
     return value
 
 
+def text_field(value: Any, name: str, allow_empty: bool = False) -> str:
+    """A string field of a row, at most ``MAX_FIELD_CHARS`` characters and (unless ``allow_empty``) not blank."""
+    if value is None or value is _MISSING:
+        raise RowError(f"missing field: {name}")
+    if not isinstance(value, str):
+        raise RowError(f"mistyped field: {name}: expected a string, got {type(value).__name__}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise RowError(f"too_long: {name}: {len(value):,} > {MAX_FIELD_CHARS:,} characters")
+    if not allow_empty and not value.strip():
+        raise RowError(f"empty text: {name}")
+    return value
+
+
+def id_field(value: Any, name: str) -> str:
+    """A row id (string or integer) as a string, at most ``MAX_LABEL_CHARS`` characters."""
+    if value is None or value is _MISSING:
+        raise RowError(f"missing field: {name}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value):
+        raise RowError(f"mistyped field: {name}: expected a string or integer, got {type(value).__name__}")
+    if len(value := str(value)) > MAX_LABEL_CHARS:
+        raise RowError(f"too_long: {name}: {len(value):,} > {MAX_LABEL_CHARS} characters")
+    return value
+
+
 def _text(obj: dict, key: str, spec: TaskSpec) -> str:
     value = _get(obj, key)
     if value is _MISSING or value is None:
@@ -259,3 +307,50 @@ def _spans(obj: dict, key: str, text: str) -> dict:
             raise RowError(f"span mismatch: {key}.span{n}_text {span[:40]!r} is not at index {index}")
         out[f"span{n}_text"], out[f"span{n}_index"] = span, index
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# one reader per task kind
+
+
+@dataclass(frozen=True)
+class KindReader:
+    """How ``prepare_clue`` reads a task of one kind: the row schema, the split reader
+    (``iter_split(paths, split, policy, spec, counters)``; ``counters`` counts rows kept after a repair,
+    such as a CMRC2018 answer offset moved onto its text), a row's length for the statistics, and the key
+    that keeps related rows in one carved split (a passage's questions, a CHID passage's blanks)."""
+
+    schema: pa.Schema
+    iter_split: Callable[..., Iterator[dict]]
+    row_chars: Callable[[dict], int]
+    carve_key: Callable[[dict], str]
+
+
+def _classification_split(paths: Sequence[Path], split: str, policy: RowPolicy, spec: TaskSpec, counters=None) -> Iterator[dict]:
+    for path in paths:
+        yield from iter_split(path, spec, split, policy)
+
+
+def reader_for(kind: str) -> KindReader:
+    """The reader of a task kind (:data:`KINDS`); the modules are imported on demand."""
+    if kind == "classification":
+        return KindReader(CLUE_SCHEMA, _classification_split, lambda r: len(r["text_a"]) + len(r["text_b"] or ""), lambda r: r["id"])
+    if kind == "span_extraction":
+        from zhnlp.data import cmrc2018 as mod
+
+        key = lambda r: r["context"]  # noqa: E731  (a passage's questions stay together)
+    elif kind == "multiple_choice":
+        from zhnlp.data import c3 as mod
+
+        key = lambda r: r["passage"]  # noqa: E731
+    elif kind == "idiom_cloze":
+        from zhnlp.data import chid as mod
+
+        key = lambda r: r["group"]  # noqa: E731
+    elif kind == "ner":
+        from zhnlp.data import cluener as mod
+
+        key = lambda r: r["text"]  # noqa: E731
+    else:
+        raise ConfigError(f"clue task kind {kind!r} is not allowed; use one of {', '.join(KINDS)}")
+    return KindReader(mod.SCHEMA, mod.iter_split, mod.row_chars, key)

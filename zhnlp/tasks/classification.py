@@ -43,9 +43,6 @@ building, metrics and prediction-file helpers (used by the TF-IDF baseline) stay
 from __future__ import annotations
 
 import copy
-import math
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,7 +52,8 @@ import numpy as np
 
 from zhnlp.config import ConfigError, from_params, require_mapping
 from zhnlp.tasks.classification_data import SPAN1_MARKERS, SPAN2_MARKERS, classification_metrics, softmax, split_inputs
-from zhnlp.train.arguments import TrainingSettings, training_arguments
+from zhnlp.train.arguments import TrainingSettings
+from zhnlp.train.epochs import FitSummary
 
 # ---------------------------------------------------------------------------------------------
 # training config
@@ -74,11 +72,14 @@ class ClassifierTraining(TrainingSettings):
     learning_rate: float = 5e-5
     early_stopping_patience: int | None = 3  # None or 0: no early stopping
     full_determinism: bool = False  # also torch.use_deterministic_algorithms (GPU); CPU is exact without it
+    doc_stride: int | None = None  # span extraction: tokens shared by consecutive passage windows (None: max_seq_len // 4)
 
     def validate(self, where: str) -> None:
         super().validate(where)
         if self.max_seq_len < 3:
             raise ConfigError(f"{where}.max_seq_len: {self.max_seq_len!r} is not allowed; use a number >= 3")
+        if self.doc_stride is not None and not 0 <= self.doc_stride < self.max_seq_len // 2:
+            raise ConfigError(f"{where}.doc_stride: {self.doc_stride!r} is not allowed; use 0 <= doc_stride < max_seq_len / 2, or null")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
             raise ConfigError(f"{where}.early_stopping_patience: {self.early_stopping_patience!r} is not allowed; use a number >= 0 or null")
 
@@ -86,51 +87,26 @@ class ClassifierTraining(TrainingSettings):
     def from_params(
         cls, training: Mapping[str, Any], override: Mapping[str, Any] | None = None, task: str = "<task>", where: str = "finetune.recipes.<recipe>"
     ) -> "ClassifierTraining":
-        """A recipe (``where``, e.g. ``finetune.recipes.clue-base``) checked on its own, then with
-        ``finetune.overrides.<task>`` on top (errors name the right key)."""
-        base = from_params(cls, training, where)
-        if not override:
-            return base
-        return from_params(cls, dict(training) | dict(require_mapping(f"finetune.overrides.{task}", override)), f"finetune.overrides.{task}")
+        """A recipe (``where``, e.g. ``finetune.recipes.clue-base``) checked on its own, then with the
+        recipe's own ``tasks.<task>`` changes (settings that belong to this recipe only, such as more
+        epochs for a tiny model on a small task), then ``finetune.overrides.<task>`` (every recipe) on
+        top; errors name the right key."""
+        training = dict(require_mapping(where, training))
+        per_task = require_mapping(f"{where}.tasks", training.pop("tasks", None) or {})
+        values = dict(training)
+        from_params(cls, values, where)
+        for key, change in ((f"{where}.tasks.{task}", per_task.get(task)), (f"finetune.overrides.{task}", override)):
+            if change:
+                values |= dict(require_mapping(key, change))
+                from_params(cls, values, key)
+        return from_params(cls, values, where)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass
-class FitSummary:
-    """What happened in :meth:`TransformerClassifier.fit`: one history entry per evaluated epoch."""
-
-    best_epoch: int
-    epochs_run: int
-    best_dev_accuracy: float
-    train_seconds: float
-    history: list[dict[str, float]]
-
-    def metrics(self) -> dict[str, float | int]:
-        """What training found, for the DVC metrics (its wall time, ``train_seconds``, goes to MLflow only)."""
-        return {
-            "best_epoch": self.best_epoch,
-            "epochs_run": self.epochs_run,
-            "best_dev_accuracy": self.best_dev_accuracy,
-        }
-
-
 # ---------------------------------------------------------------------------------------------
 # the classifier
-
-
-class _Features:
-    """A map-style dataset of encoded rows (dicts of lists), as the Trainer's DataLoader wants."""
-
-    def __init__(self, items: list[dict[str, list[int] | int]]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
 
 
 class TransformerClassifier:
@@ -180,7 +156,7 @@ class TransformerClassifier:
 
     # -- encoding
 
-    def encode(self, rows: Sequence[Mapping[str, Any]], with_labels: bool = True) -> _Features:
+    def encode(self, rows: Sequence[Mapping[str, Any]], with_labels: bool = True) -> list[dict]:
         """Token ids (truncated to ``max_seq_len``), attention mask, segment ids and labels of rows."""
         firsts, seconds = split_inputs(rows)
         hf = self.tokenizer.hf
@@ -199,7 +175,7 @@ class TransformerClassifier:
             if with_labels and rows[i].get("label_id") is not None:
                 item["labels"] = int(rows[i]["label_id"])
             items.append(item)
-        return _Features(items)
+        return items
 
     def add_missing_tokens(self, tokens: Sequence[str]) -> list[str]:
         """Add the ``tokens`` the tokenizer maps to [UNK] (e.g. WSC's ``_`` and ``[ ]`` markers in a vocab
@@ -233,76 +209,30 @@ class TransformerClassifier:
         ``epoch.dev.accuracy`` and ``epoch.dev.macro_f1`` (the stage passes MLflow logging).
         Checkpoints go to ``work_dir`` (a temporary folder by default, removed afterwards).
         """
-        from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+        from zhnlp.train.epochs import fit_by_epoch
 
         self.max_seq_len = cfg.max_seq_len
         if any(r.get("span1_text") is not None for r in train_rows):
             self.add_missing_tokens([*SPAN1_MARKERS, *SPAN2_MARKERS])
-        train_ds, dev_ds = self.encode(train_rows), self.encode(dev_rows)
-        history: dict[int, dict[str, float]] = {}
-
-        class _EpochLog(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if not logs or state.epoch is None:
-                    return
-                epoch = int(math.ceil(state.epoch - 1e-9))
-                entry = history.setdefault(epoch, {"epoch": epoch})
-                if "loss" in logs:
-                    entry["train.loss"] = float(logs["loss"])
-                if "eval_accuracy" in logs:
-                    entry["dev.accuracy"] = float(logs["eval_accuracy"])
-                    entry["dev.macro_f1"] = float(logs["eval_macro_f1"])
-                    entry["step"] = state.global_step
-                    if log_fn:
-                        log_fn({f"epoch.{k}": v for k, v in entry.items() if k not in ("epoch", "step")}, epoch)
 
         def compute_metrics(pred) -> dict[str, float]:
             return classification_metrics(pred.label_ids, np.asarray(pred.predictions).argmax(axis=1))
 
-        with tempfile.TemporaryDirectory(prefix="zhnlp-finetune-") as tmp:
-            args = training_arguments(
-                cfg,
-                work_dir or tmp,
-                schedule="epoch",
-                evaluate=True,
-                save_total_limit=1,
-                save_only_model=True,
-                load_best_model_at_end=True,
-                metric_for_best_model="accuracy",
-                greater_is_better=True,
-                full_determinism=cfg.full_determinism,
-            )
-            callbacks: list = [_EpochLog()]
-            if cfg.early_stopping_patience:
-                callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-            trainer = Trainer(
-                model=self.model,
-                args=args,
-                data_collator=self._collator(),
-                train_dataset=train_ds,
-                eval_dataset=dev_ds,
-                processing_class=self.tokenizer.hf,
-                compute_metrics=compute_metrics,
-                callbacks=callbacks,
-            )
-            t0 = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - t0
-            self.model = trainer.model
-            best_step = trainer.state.best_global_step
-        evaluated = [h for _, h in sorted(history.items()) if "dev.accuracy" in h]
-        if not evaluated:
-            raise RuntimeError("training ran no evaluation (empty train set?)")
-        best = next((h for h in evaluated if h.get("step") == best_step), None)
-        if best is None:  # should not happen; fall back to the first best accuracy
-            best = max(evaluated, key=lambda h: h["dev.accuracy"])
-        return FitSummary(
-            best_epoch=int(best["epoch"]),
-            epochs_run=len(evaluated),
-            best_dev_accuracy=float(best["dev.accuracy"]),
-            train_seconds=seconds,
-            history=evaluated,
+        self.model, summary = fit_by_epoch(
+            self.model,
+            train_dataset=self.encode(train_rows),
+            dev_dataset=self.encode(dev_rows),
+            collator=self._collator(),
+            tokenizer=self.tokenizer.hf,
+            cfg=cfg,
+            metric="accuracy",
+            compute_metrics=compute_metrics,
+            early_stopping_patience=cfg.early_stopping_patience,
+            full_determinism=cfg.full_determinism,
+            log_fn=log_fn,
+            work_dir=work_dir,
         )
+        return summary
 
     # -- inference
 

@@ -24,10 +24,13 @@ from pathlib import Path
 from zhnlp.config import ConfigError
 from zhnlp.errors import UserError
 from zhnlp.metrics import kendall_tau, mean_name, power_mean, rank, swapped_pairs
+from zhnlp.tasks.task_kinds import task_kind
 
 CAN_SUFFIX = "+CAN"
-METRICS = ("accuracy", "macro_f1")
-METRIC_TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1"}
+# The leaderboard's tables: "score" is each task's official metric (accuracy; CMRC2018 EM; CLUENER entity F1),
+# over every task; macro-F1 exists for the classification tasks only, and its means run over those.
+METRICS = ("score", "macro_f1")
+METRIC_TITLES = {"score": "Score", "accuracy": "Accuracy", "macro_f1": "Macro-F1"}
 EXTRA_REPORTS = {"ape210k": "reports/finetune_ape210k/metrics.json", "lccc": "reports/finetune_lccc/metrics.json"}
 # The headline figures of the generation heads shown beside the CLUE means.
 EXTRA_COLUMNS = (
@@ -76,13 +79,17 @@ def build_leaderboard(
     splits: Mapping[str, str] | None = None,
     extra_metrics: Mapping[str, Mapping[str, float]] | None = None,
     notes: Sequence[str] = (),
+    metric_tasks: Mapping[str, Sequence[str]] | None = None,
+    task_metrics: Mapping[str, str] | None = None,
 ) -> dict:
     """The leaderboard as JSON-ready data.
 
     ``scores``: {row: {task: {metric: value}}}, rows in display order (e.g. "char",
     "char+CAN", ...). ``tasks``: the full task set; ``exclude_tasks`` leaves some out of
     every row's means. A row lacking a task (or a metric of it) that is not excluded is a
-    LeaderboardError naming every such row and task.
+    LeaderboardError naming every such row and task. ``metric_tasks`` limits a metric to some tasks (macro-F1
+    to the classification tasks): its means run over those only. ``task_metrics`` names each task's metric
+    for the report's headers (e.g. {"cmrc2018": "EM"}).
     """
     tasks = list(tasks)
     unknown = sorted(set(exclude_tasks) - set(tasks))
@@ -95,6 +102,9 @@ def build_leaderboard(
     if not scores:
         raise LeaderboardError("no models to rank")
 
+    tasks_of = {m: [t for t in used if t in set((metric_tasks or {}).get(m, used))] for m in metrics}
+    metrics = [m for m in metrics if tasks_of[m]]  # e.g. no macro-F1 table without a classification task
+    tasks_of = {m: tasks_of[m] for m in metrics}
     problems = []
     for row, per_task in scores.items():
         missing = [t for t in used if t not in per_task]
@@ -103,7 +113,7 @@ def build_leaderboard(
         for t in used:
             if t not in per_task:
                 continue
-            gaps = [m for m in metrics if not _is_number(per_task[t].get(m))]
+            gaps = [m for m in metrics if t in tasks_of[m] and not _is_number(per_task[t].get(m))]
             if gaps:
                 problems.append(f"model {row!r} task {t!r} lacks a numeric {' and '.join(gaps)}")
     if problems:
@@ -120,11 +130,11 @@ def build_leaderboard(
         entry = {
             "base": row[: -len(CAN_SUFFIX)] if row.endswith(CAN_SUFFIX) else row,
             "can": row.endswith(CAN_SUFFIX),
-            "scores": {t: {m: float(per_task[t][m]) for m in metrics} for t in used},
+            "scores": {t: {m: float(per_task[t][m]) for m in metrics if t in tasks_of[m]} for t in used},
             "means": {},
         }
         for m in metrics:
-            values = [entry["scores"][t][m] for t in used]
+            values = [entry["scores"][t][m] for t in tasks_of[m]]
             entry["means"][m] = {}
             for name, g in means.items():
                 try:
@@ -168,6 +178,8 @@ def build_leaderboard(
 
     return {
         "tasks": used,
+        "tasks_by_metric": tasks_of,
+        "task_metrics": {t: (task_metrics or {}).get(t) for t in used},
         "excluded_tasks": excluded,
         "splits": {t: (splits or {}).get(t) for t in used},
         "metrics": list(metrics),
@@ -186,15 +198,21 @@ def leaderboard_from_reports(root: Path, models: Sequence[str], tasks: Sequence[
     Reads reports/finetune/<model>/<task>.json and reports/can/<task>.json, and the
     generation heads' metrics as extra columns. Missing data is a LeaderboardError naming every gap.
     """
-    scores, splits, hints, recipes = read_scores(root, list(models), [t for t in tasks if t not in set(cfg.exclude_tasks)])
+    scores, splits, hints, recipes, kinds = read_scores(root, list(models), [t for t in tasks if t not in set(cfg.exclude_tasks)])
     extra, notes = extra_metrics(root, list(models))
+    others = sorted(t for t, k in kinds.items() if k != "classification")
+    if others:
+        notes.append(f"CAN applies to classification only: the +CAN rows repeat the model's scores on {', '.join(others)}")
     try:
         board = build_leaderboard(
-            scores, tasks, exclude_tasks=cfg.exclude_tasks, gammas=cfg.gammas, metrics=METRICS, splits=splits, extra_metrics=extra, notes=notes
+            scores, tasks, exclude_tasks=cfg.exclude_tasks, gammas=cfg.gammas, metrics=METRICS, splits=splits, extra_metrics=extra, notes=notes,
+            metric_tasks={"macro_f1": [t for t in tasks if kinds.get(t, "classification") == "classification"]},
+            task_metrics={t: task_kind(kinds.get(t, "classification")).title for t in tasks},
         )
     except LeaderboardError as err:
         raise LeaderboardError(str(err) + (f". Details: {'; '.join(dict.fromkeys(hints))}" if hints else "")) from err
     board["recipes"] = recipes
+    board["task_kinds"] = {t: kinds.get(t, "classification") for t in board["tasks"]}
     return board
 
 
@@ -205,11 +223,12 @@ def _read_json(path: Path):
         raise LeaderboardError(f"{path}: not valid JSON ({err})") from err
 
 
-def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, dict, list[str], dict[str, str]]:
-    """({row: {task: {metric: value}}}, {task: split}, hints for missing data, {model: its finetune recipe});
-    rows are each model and model+CAN. A model trained with several recipes shows them joined by '/'; baselines have none."""
+def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, dict, list[str], dict[str, str], dict[str, str]]:
+    """({row: {task: {"score", "macro_f1"}}}, {task: split}, hints for missing data, {model: its finetune recipe},
+    {task: kind}); rows are each model and model+CAN. ``score`` is the task kind's official metric (the report's
+    ``metric``; accuracy for classification). A model trained with several recipes shows them joined by '/'."""
     scores: dict[str, dict] = {row: {} for model in models for row in (model, model + CAN_SUFFIX)}
-    splits, hints, recipes = {}, [], {}
+    splits, hints, recipes, kinds = {}, [], {}, {}
     for task in tasks:
         finetune = {m: _read_json(p) for m in models if (p := root / "reports" / "finetune" / m / f"{task}.json").is_file()}
         bad = [m for m, r in finetune.items() if not isinstance(r, dict)]
@@ -220,12 +239,16 @@ def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, 
         if not finetune:
             hints.append(f"no reports/finetune/<model>/{task}.json for any model")
             continue
+        found = {str(r.get("kind", "classification")) for r in finetune.values()}
+        if len(found) > 1:
+            raise LeaderboardError(f"reports/finetune/*/{task}.json disagree on the task kind ({', '.join(sorted(found))}); rerun the finetune stages")
+        kinds[task] = kind = found.pop()
+        metric = task_kind(kind).metric
         split = "test_public" if all(isinstance(r.get("test_public"), dict) for r in finetune.values()) else "dev"
         splits[task] = split
+        can_applies = kind == "classification"
         for model in models:
             report = finetune.get(model)
-            can_entry = can.get(model) if isinstance(can, dict) else None
-            entry = can_entry.get(split) if isinstance(can_entry, dict) else None
             if isinstance(report, dict) and report.get("recipe") is not None:
                 recipes.setdefault(model, set()).add(str(report["recipe"]))
             if report is None:
@@ -233,20 +256,27 @@ def read_scores(root: Path, models: list[str], tasks: list[str]) -> tuple[dict, 
             elif not isinstance(report.get(split), dict):
                 hints.append(f"reports/finetune/{model}/{task}.json has no {split!r} scores")
             else:
-                scores[model][task] = _scores(report[split], f"reports/finetune/{model}/{task}.json[{split}]")
+                block = report[split]
+                scores[model][task] = _scores({"score": block.get(metric), "macro_f1": block.get("macro_f1")}, f"reports/finetune/{model}/{task}.json[{split}]")
+                if not can_applies:
+                    scores[model + CAN_SUFFIX][task] = dict(scores[model][task])
+            if not can_applies:
+                continue
+            can_entry = can.get(model) if isinstance(can, dict) else None
+            entry = can_entry.get(split) if isinstance(can_entry, dict) else None
             if can is None:
                 hints.append(f"reports/can/{task}.json is missing")
             elif not isinstance(entry, dict):
                 hints.append(f"reports/can/{task}.json has no {model!r} {split!r} entry")
             else:
-                after = {m: entry.get(f"{m}_after") for m in METRICS}
+                after = {"score": entry.get("accuracy_after"), "macro_f1": entry.get("macro_f1_after")}
                 scores[model + CAN_SUFFIX][task] = _scores(after, f"reports/can/{task}.json[{model}][{split}]")
-    return scores, splits, hints, {m: "/".join(sorted(names)) for m, names in recipes.items()}
+    return scores, splits, hints, {m: "/".join(sorted(names)) for m, names in recipes.items()}, kinds
 
 
 def _scores(block: dict, where: str) -> dict:
     out = {}
-    for metric in METRICS:
+    for metric in METRICS:  # a missing one is reported by build_leaderboard, where the task needs it
         value = block.get(metric)
         if value is None:
             continue

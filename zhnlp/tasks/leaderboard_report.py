@@ -15,6 +15,16 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
+def tasks_of(board: dict, metric: str) -> list[str]:
+    """The tasks a metric's means run over (all tasks, or the classification tasks for macro-F1)."""
+    return (board.get("tasks_by_metric") or {}).get(metric, board["tasks"])
+
+
+def _header(board: dict, task: str, metric: str) -> str:
+    name = (board.get("task_metrics") or {}).get(task)
+    return f"{task} ({name})" if metric == "score" and name else task
+
+
 def render_markdown(board: dict, title: str = "CLUE leaderboard") -> str:
     """The leaderboard as markdown: per-task scores, means and ranks per metric, agreement, notes."""
     tasks, means, order = board["tasks"], board["means"], board["order"]
@@ -31,14 +41,19 @@ def render_markdown(board: dict, title: str = "CLUE leaderboard") -> str:
     lines += [f"Means: power means M_γ over tasks: {gamma_text}. Rows marked `+CAN` are the same model after CAN.", ""]
 
     for m in board["metrics"]:
+        m_tasks = tasks_of(board, m)
         lines += [f"## {METRIC_TITLES.get(m, m)}", ""]
+        if m == "score" and any(board.get("task_metrics", {}).get(t) not in (None, "Acc") for t in tasks):
+            lines += ["Each task's official metric, named in its column: Acc accuracy, EM exact match (CMRC2018), F1 entity-level micro F1 (CLUENER).", ""]
+        if m_tasks != tasks:
+            lines += [f"Over the {len(m_tasks)} classification tasks only: {', '.join(m_tasks)}.", ""]
         recipes = board.get("recipes") or {}
-        head = ["model", *(["recipe"] if recipes else []), *tasks, *(n.upper() for n in means), *(f"rank {n.upper()}" for n in means)]
+        head = ["model", *(["recipe"] if recipes else []), *(_header(board, t, m) for t in m_tasks), *(n.upper() for n in means), *(f"rank {n.upper()}" for n in means)]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] * (2 if recipes else 1) + ["---:"] * (len(head) - (2 if recipes else 1))) + "|")
         for row in sorted(order, key=lambda r: (board["models"][r]["ranks"][m]["am"] or 10**9, order.index(r))):
             e = board["models"][row]
-            cells = [row, *([recipes.get(e["base"], "–")] if recipes else []), *(_pct(e["scores"][t][m]) for t in tasks), *(_pct(e["means"][m][n]) for n in means)]
+            cells = [row, *([recipes.get(e["base"], "–")] if recipes else []), *(_pct(e["scores"][t][m]) for t in m_tasks), *(_pct(e["means"][m][n]) for n in means)]
             cells += ["–" if e["ranks"][m][n] is None else str(e["ranks"][m][n]) for n in means]
             lines.append("| " + " | ".join(cells) + " |")
         ag = board["agreement"][m]
@@ -71,7 +86,7 @@ def render_markdown(board: dict, title: str = "CLUE leaderboard") -> str:
 
 
 def plot_rows(board: dict) -> list[dict]:
-    """DVC plot data: one row per model, ``<metric>_<mean>`` fields in %, e.g. accuracy_am."""
+    """DVC plot data: one row per model, ``<metric>_<mean>`` fields in %, e.g. score_am."""
     rows = []
     for row in board["order"]:
         e = board["models"][row]
@@ -95,7 +110,7 @@ def flat_metrics(board: dict) -> dict[str, float]:
                     out[f"{key}.{metric}.{name}"] = e["means"][metric][name]
                 if e["ranks"][metric][name] is not None:
                     out[f"{key}.rank.{metric}.{name}"] = e["ranks"][metric][name]
-            for task in board["tasks"]:
+            for task in tasks_of(board, metric):
                 out[f"{key}.task.{task}.{metric}"] = e["scores"][task][metric]
         for col, value in (e.get("extra") or {}).items():
             out[f"{key}.extra.{metric_key(col)}"] = value
@@ -126,7 +141,7 @@ def render_chart(board: dict, path) -> None:
         ax.set_yticks(range(len(rows)), rows)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.grid(axis="x", color="0.88", zorder=0)
-        ax.set_xlabel(f"{METRIC_TITLES.get(m, m)} (%) over {len(board['tasks'])} tasks")
+        ax.set_xlabel(f"{METRIC_TITLES.get(m, m)} (%) over {len(tasks_of(board, m))} tasks")
         ax.set_title(METRIC_TITLES.get(m, m), fontsize=10)
         if i == 0:
             ax.legend(fontsize=8, loc="best")

@@ -21,6 +21,10 @@ File names follow the benchmark the test set belongs to:
 A task whose prepared data has a ``test_public`` split comes from FewCLUE; otherwise
 from CLUE (:func:`benchmark_of`). Any other task gets ``<task>_predict.json``.
 
+The other task kinds (:func:`write_kind_submission`) use CLUE's formats: CMRC2018 one JSON object
+``{question id: answer text}``; C3 and CHID ``{"id", "label": <choice index>}`` lines; CLUENER
+``{"id", "label": {type: {entity text: [[start, end], ...]}}}`` lines, ends inclusive.
+
 Ids: the prepared data keeps ids as strings; a submission writes a canonical decimal
 id as a JSON integer (as the official files do), except for FewCLUE TNEWS, whose
 official ``test.json`` and sample submission use string ids (``{"id": "0", ...}``).
@@ -43,6 +47,10 @@ SUBMISSION_FILES: dict[str, dict[str, str]] = {
         "ocnli": "ocnli_50k_predict.json",
         "tnews": "tnews11_predict.json",
         "cluewsc": "cluewsc11_predict.json",
+        "cmrc2018": "cmrc2018_predict.json",
+        "c3": "c311_predict.json",
+        "chid": "chid11_predict.json",
+        "cluener": "cluener_predict.json",
     },
     "fewclue": {
         "tnews": "tnewsf_predict.json",
@@ -116,3 +124,26 @@ def zip_submissions(files: Iterable[str | Path], out_zip: str | Path) -> Path:
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
     return out_zip
+
+
+def write_kind_submission(out_dir: str | Path, task: str, benchmark: str, kind: str, ids: Sequence[str], predictions: Sequence) -> Path:
+    """The submission of a span-extraction, multiple-choice, idiom-cloze or NER task (formats above)."""
+    if len(ids) != len(predictions):
+        raise ValueError(f"{len(ids)} ids but {len(predictions)} predictions")
+    if len(set(map(str, ids))) != len(ids):
+        raise ValueError("submission ids must be unique")
+    path = Path(out_dir) / submission_filename(task, benchmark)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "span_extraction":
+        path.write_text(json.dumps({str(i): str(p) for i, p in zip(ids, predictions)}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        return path
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row_id, pred in zip(ids, predictions):
+            if kind == "ner":
+                label: dict = {}
+                for e in pred:
+                    label.setdefault(e["type"], {}).setdefault(e["text"], []).append([int(e["start"]), int(e["end"])])
+            else:
+                label = int(pred)
+            fh.write(json.dumps({"id": json_id(row_id), "label": label}, ensure_ascii=False) + "\n")
+    return path

@@ -2,8 +2,8 @@
 
 Documents come from the prepared Parquet files, read in record batches:
 
-- ``clue``: every task's ``train.parquet`` — ``text_a``, and ``text_b`` as a separate
-  document when present;
+- ``clue``: every task's ``train.parquet`` — each text column (:data:`CLUE_TEXT_COLUMNS`: ``text_a``,
+  ``text_b``, a passage, a question...) a separate document, a passage repeated on consecutive rows once;
 - ``ape210k``: ``train.parquet`` questions;
 - ``lccc``: ``train.parquet`` dialogues, one document per dialogue. Turns are encoded
   separately and joined with the tokenizer's ``[SEP]`` id (``[CLS] t1 [SEP] t2 [SEP] ...``),
@@ -65,6 +65,10 @@ class Document(NamedTuple):
 # reading
 
 
+# The text columns of the prepared CLUE rows, every kind (zhnlp.data.clue.reader_for): each non-empty one a document.
+CLUE_TEXT_COLUMNS = ("text_a", "text_b", "context", "question", "passage", "text")
+
+
 def corpus_files(prepared_dir: str | Path, corpus: str, split: str) -> list[Path]:
     """The prepared Parquet files of ``corpus``'s ``split`` (every CLUE task's), sorted."""
     root = Path(prepared_dir)
@@ -81,13 +85,15 @@ def iter_documents(prepared_dir: str | Path, corpus: str, split: str, batch_rows
     for path in corpus_files(prepared_dir, corpus, split):
         pf = pq.ParquetFile(path)
         if corpus == "clue":
-            columns = [c for c in ("text_a", "text_b") if c in pf.schema_arrow.names]
+            columns = [c for c in CLUE_TEXT_COLUMNS if c in pf.schema_arrow.names]
+            last = [None] * len(columns)  # a passage repeated on consecutive rows (one per question) is one document
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 cols = [batch.column(c).to_pylist() for c in columns]
                 for row in zip(*cols):
-                    for text in row:
-                        if text and text.strip():
+                    for i, text in enumerate(row):
+                        if text and text.strip() and text != last[i]:
                             yield Document((text,), corpus)
+                        last[i] = text
         elif corpus == "ape210k":
             for batch in pf.iter_batches(batch_size=batch_rows, columns=["question"]):
                 for text in batch.column("question").to_pylist():

@@ -10,4 +10,5 @@
 - :mod:`zhnlp.train.mlm`: masked-LM data (encoded shards, shard-window sampler, whole-word masking), loss, accuracy.
 - :mod:`zhnlp.train.distributed`: torchrun rank and world size; workers that die with their launcher.
 - :mod:`zhnlp.train.heads`: fine-tuning a BERT generation head (UniLM / causal) with all of the above.
+- :mod:`zhnlp.train.epochs`: finetuning by epochs, the best dev epoch kept (every CLUE head).
 """
