@@ -23,7 +23,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HOME ?= $(CURDIR)/.hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run run-real profile flow test bench gpu-check mlflow-ui prefect-server deploy clean
+.PHONY: install run run-real profile flow test bench gpu-check mlflow-ui prefect-server deploy services services-down worker clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,16 @@ prefect-server: install
 
 deploy: install         ## needs `make prefect-server` in another shell
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} python -m flows.deploy
+
+services: install       ## Postgres, the MLflow server on it, the Prefect server and the work pools, on 127.0.0.1
+	python -m flows.services up
+
+services-down: install
+	python -m flows.services down
+
+POOL ?= zhnlp-cpu
+worker: install         ## a Prefect process worker for POOL in this checkout (export PREFECT_API_URL first)
+	python -m flows.services worker --pool "$(POOL)" $(if $(WORKER),--name "$(WORKER)")
 
 clean:
 	rm -rf data/demo data/prepared data/downloads reports .prefect mlflow.db

@@ -7,6 +7,7 @@ from ``dvc.yaml`` through DVC's own index.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -61,6 +62,14 @@ def load_dag(root: Path) -> dict[str, StagePlan]:
                 frozen=bool(stage.frozen),
             )
         return plans
+
+
+def remove_output(path: Path) -> None:
+    """Delete a stage output before its command runs (DVC does the same for non-persist outputs)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def downstream_closure(dag: dict[str, StagePlan], names: set[str]) -> set[str]:
@@ -147,9 +156,88 @@ class DvcWriter:
                 return False
             return not repo.status(targets=[name]).get(name)
 
+    def lock_text(self) -> str:
+        """dvc.lock as it stands: what a worker needs to fetch a stage's inputs (the head's entries)."""
+        with self.lock:
+            path = Path(self.root) / "dvc.lock"
+            return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def push_outputs(self, names: list[str], remote: str | None) -> None:
+        """Push these (up-to-date) stages' outputs to the remote, so that workers can fetch them."""
+        if names:
+            with self.lock, open_repo(self.root) as repo:
+                repo.push(targets=names, remote=remote or None)
+
+    def take_from_remote(self, name: str, remote: str | None) -> None:
+        """Commit a stage that a worker ran: its run-cache entry and outputs come from the remote.
+
+        The run-cache key is the hash of the stage's command, params and dependencies as they are
+        here, so only outputs made from these very inputs can be taken. dvc.lock is then written
+        by the same commit as a local run, so it ends up as ``dvc repro`` would write it.
+        """
+        with self.lock, lockfile_guard(Path(self.root), exclusive=True), open_repo(self.root) as repo:
+            stage = next(s for s in repo.index.stages if s.addressing == name)
+            stage.save_deps()
+            key = run_cache_key(stage)
+            copy_run_cache(repo, key, remote, to_remote=False)
+            entry = repo.stage_cache._load(stage)
+            if not entry:
+                raise RuntimeError(
+                    f"stage {name}: the remote has no run-cache entry for this stage's inputs; the worker's "
+                    "checkout or its dependencies outside the repo differ from this one"
+                )
+            cached = repo.stage_cache._create_stage(entry, wdir=stage.wdir)
+            for objs in cached.get_used_objs().values():
+                repo.cloud.pull(objs, remote=remote or None)
+            from dvc.repo import lock_repo
+
+            with lock_repo(repo):
+                cached.checkout(force=True)
+            repo.commit(name, force=True)
+
     def commit(self, name: str) -> None:
         """Hash and cache the stage's outputs and write its dvc.lock entry (and run-cache)."""
         with self.lock, lockfile_guard(Path(self.root), exclusive=True), open_repo(self.root) as repo:  # stages read dvc.lock under the shared guard
             repo.commit(name, force=True)
             stage = next(s for s in repo.index.stages if s.addressing == name)
             repo.stage_cache.save(stage)
+
+
+# The run-cache of one stage, copied between the local cache and a remote. DVC's own `push --run-cache`
+# copies every entry each time; a worker and the head need only the entry of the stage at hand.
+# (Uses StageCache internals of the pinned DVC: `_get_stage_hash`, `_get_cache_dir`.)
+def run_cache_key(stage) -> str:
+    from dvc.stage.cache import _get_stage_hash
+
+    return _get_stage_hash(stage)
+
+
+def publish_run(repo: Repo, stage, remote: str | None) -> None:
+    """Push a stage just run and saved to the run-cache: its outputs first (those with ``cache: false``
+    too, as the entry restores them), then the entry, so an entry on the remote has its data there."""
+    entry = repo.stage_cache._load(stage)
+    if not entry:
+        raise RuntimeError(f"stage {stage.addressing}: no run-cache entry was saved")
+    cached = repo.stage_cache._create_stage(entry, wdir=stage.wdir)
+    for objs in cached.get_used_objs().values():
+        repo.cloud.push(objs, remote=remote or None)
+    copy_run_cache(repo, run_cache_key(stage), remote, to_remote=True)
+
+
+def copy_run_cache(repo: Repo, key: str, remote: str | None, *, to_remote: bool) -> int:
+    odb = repo.cloud.get_remote_odb(remote or None, "push --run-cache", hash_name="md5-dos2unix")
+    remote_dir = odb.fs.join(odb.path, "runs", key[:2], key)
+    local_dir = Path(repo.stage_cache._get_cache_dir(key))
+    copied = 0
+    if to_remote:
+        for entry in sorted(local_dir.glob("*")):
+            odb.fs.put_file(str(entry), odb.fs.join(remote_dir, entry.name))
+            copied += 1
+    elif odb.fs.exists(remote_dir):
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for src in odb.fs.find(remote_dir):
+            tmp = local_dir / f".{odb.fs.name(src)}.tmp"
+            odb.fs.get_file(src, str(tmp))
+            os.replace(tmp, local_dir / odb.fs.name(src))
+            copied += 1
+    return copied

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +29,7 @@ from zhnlp.errors import UserError
 from zhnlp.flow_settings import FlowSettings
 from zhnlp.flow_settings import flow_settings as read_flow_settings
 
-from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, upstream_closure
+from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, remove_output, upstream_closure
 from stages.common.liveness import OWNER_ENV, identity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +43,16 @@ def flow_settings(root: Path = ROOT) -> FlowSettings:
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{plan.name}")
-def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaphore, env: dict, force: bool) -> dict:
+def run_stage(
+    plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaphore, env: dict, force: bool, pools: dict | None = None
+) -> dict:
     """Run one stage if it is still stale once its upstream stages are done.
 
     The stage is claimed first (DVC's read/write locks, :meth:`DvcWriter.claim`): no ``dvc repro``
     can run or commit it between the status check and the commit. A retry of a stage whose
     commands already started in this flow run always runs it again, so a stage the flow ran is
-    never reported "up to date".
+    never reported "up to date". With ``pools`` (``flow.executor: pools``) the commands run on a
+    work-pool worker instead (flows/pools.py) and the outputs come back through the DVC remote.
     """
     logger = get_run_logger()
     with writer.claim(plan.name):
@@ -62,10 +65,14 @@ def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaph
             return {"stage": plan.name, "status": "restored", "seconds": 0.0}
         with slots:
             writer.started.add(plan.name)
+            if pools is not None:
+                from flows.pools import run_on_pool
+
+                return run_on_pool(plan, writer, pools["settings"], pools["commit"], pools["env"], logger)
             started, t0 = time.time(), time.perf_counter()
             for path, persist in plan.outs:
                 if not persist:
-                    _remove(Path(path))
+                    remove_output(Path(path))
             stage_env = env | {"DVC_ROOT": str(writer.root), "DVC_STAGE": plan.name}
             for cmd in plan.cmds:
                 logger.info("%s: %s", plan.name, cmd)
@@ -79,13 +86,6 @@ def run_stage(plan: StagePlan, writer: DvcWriter, slots: threading.BoundedSemaph
 
 def _only_outputs_changed(changes: list) -> bool:
     return bool(changes) and all(isinstance(c, dict) and set(c) == {"changed outs"} for c in changes)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 @flow(name="zhnlp-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TASKS), log_prints=True)
@@ -120,13 +120,19 @@ def pipeline(
     env = os.environ | {"PATH": path, OWNER_ENV: identity()} | _mlflow_parent_env(root)
     # Parallel stages share the cores: no oversubscription unless the user asked for it.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max_workers)))
+    env.setdefault("MLFLOW_RUN_CONTEXT", json.dumps({"zhnlp.host": socket.gethostname(), "zhnlp.worker": "local"}))
+    try:
+        pools = _pools_context(root, settings, writer, dag, candidates, env) if settings.executor == "pools" else None
+    except Exception:
+        _finish_mlflow_parent(env, failed=True)
+        raise
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
     slots = threading.BoundedSemaphore(max_workers)
     futures, t0 = {}, time.perf_counter()
     for name, plan in dag.items():  # upstream first
         if name in candidates:
             upstream = [futures[u] for u in plan.upstream if u in futures]
-            futures[name] = stage_task.submit(plan, writer, slots, env, force, wait_for=upstream)
+            futures[name] = stage_task.submit(plan, writer, slots, env, force, pools, wait_for=upstream)
     for fut in futures.values():
         fut.wait()
     results = [_result(name, fut.state) for name, fut in futures.items()]
@@ -136,6 +142,28 @@ def pipeline(
     if failed:
         raise RuntimeError(f"stages failed: {failed}")
     return results
+
+
+def _pools_context(root: Path, settings: FlowSettings, writer: DvcWriter, dag: dict, candidates: set, env: dict) -> dict:
+    """Check that workers can follow this head, publish what they need, and set the pools up."""
+    from flows.pools import setup
+    from stages.common import PIPELINE_RUN_ENV, PREFECT_RUN_ENV
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UserError("flow.executor is 'pools' but PREFECT_API_URL is not set: workers need a Prefect server (`make services`)")
+    uri = env["MLFLOW_TRACKING_URI"]
+    if uri.startswith(("sqlite:", "file:", "/", "./")) or "://" not in uri:
+        raise UserError(f"flow.executor is 'pools' but MLFLOW_TRACKING_URI is {uri}: workers on other hosts need a server (`make services`)")
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+    if dirty:
+        raise UserError(f"flow.executor is 'pools': commit your edits first, workers run the committed code ({', '.join(line.split(None, 1)[-1] for line in dirty.splitlines()[:5])})")
+    setup(settings)
+    # Up-to-date stages that stale ones read: their outputs must be on the remote for the workers.
+    needed = {up for name in candidates for up in dag[name].upstream} - candidates
+    writer.push_outputs(sorted(needed), settings.dvc_remote)
+    keys = (PIPELINE_RUN_ENV, PREFECT_RUN_ENV, "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
+    return {"settings": settings, "commit": git("rev-parse", "HEAD"), "env": {k: env[k] for k in keys if k in env}}
 
 
 def _result(name: str, state) -> dict:
@@ -177,10 +205,10 @@ def _publish_summary(results: list[dict], dag: dict[str, StagePlan], seconds: fl
         "",
         f"{len(dag)} stages in dvc.yaml; {len(results)} were stale candidates; wall time {seconds:.1f} s.",
         "",
-        "| stage | status | seconds |",
-        "|---|---|---:|",
+        "| stage | status | seconds | worker |",
+        "|---|---|---:|---|",
     ]
-    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in results]
+    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r.get('worker', 'local')} |" for r in results]
     lines += ["", "Totals: " + (", ".join(f"{k}: {v}" for k, v in sorted(by_status.items())) or "nothing to do")]
     create_markdown_artifact("\n".join(lines) + "\n", key="zhnlp-pipeline-summary", description="Stages run by this flow run")
 
@@ -199,9 +227,12 @@ def main() -> None:
         flow_settings(Path(args.project_dir) if args.project_dir else ROOT)
     except UserError as err:
         sys.exit(f"error: {err}")
-    results = pipeline(
-        targets=args.targets or None, force=args.force, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
-    )
+    try:
+        results = pipeline(
+            targets=args.targets or None, force=args.force, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
+        )
+    except UserError as err:
+        sys.exit(f"error: {err}")
     print(json.dumps(results, indent=2))
 
 

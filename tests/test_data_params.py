@@ -91,16 +91,24 @@ def test_pretrain_text_entries_are_strict():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"max_worker": 2}, "flow: unknown key 'max_worker'; allowed keys: cron, deployment, max_workers, retries, retry_delay_seconds"),
+        ({"max_worker": 2}, "flow: unknown key 'max_worker'; allowed keys: cron, deployment, dvc_remote, executor, max_workers, pools, resources, retries, retry_delay_seconds, slots, torchrun, worker_lost_seconds"),
         ({"max_workers": 0}, "flow.max_workers: 0 is not allowed; use a number in [1, 256]"),
         ({"retries": -1}, "flow.retries: -1 is not allowed; use a number in [0, 100]"),
         ({"retry_delay_seconds": "10s"}, "flow.retry_delay_seconds: '10s' is not allowed; expected float"),
         ({"cron": "0 3 * *"}, "flow.cron: '0 3 * *' is not allowed; use five cron fields, e.g. '0 3 * * *'"),
         ({"cron": "0 3 * * *; rm -rf /"}, "flow.cron: '0 3 * * *; rm -rf /' is not allowed"),
         ({"deployment": "nightly run"}, "flow.deployment: name 'nightly run' is not allowed"),
+        ({"executor": "dask"}, "flow.executor: 'dask' is not allowed; use one of local, pools"),
+        ({"resources": {"pretrain": "tpu"}}, "flow.resources.pretrain: 'tpu' is not allowed; use one of cpu, gpu"),
+        ({"pools": {"gpu": "zhnlp-gpu"}, "resources": {}, "slots": {}}, "flow.pools: needs a 'cpu' entry"),
+        ({"pools": {"cpu": "my pool", "gpu": "zhnlp-gpu"}}, "flow.pools.cpu: name 'my pool' is not allowed"),
+        ({"slots": {"gpu": 0}}, "flow.slots.gpu: 0 is not allowed; use a whole number of stages from 1 to 4096"),
+        ({"dvc_remote": "s3://bucket"}, "flow.dvc_remote: name 's3://bucket' is not allowed"),
+        ({"worker_lost_seconds": 1}, "flow.worker_lost_seconds: 1.0 is not allowed; use a number in [5.0, 86400.0]"),
     ],
 )
 def test_flow_section_is_strict(change, message):
+    """Each mistake is one line naming the key and what is allowed (scale-out keys included)."""
     with pytest.raises(ConfigError) as err:
         flow_settings(PARAMS["flow"] | change)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
@@ -130,4 +138,12 @@ def test_the_flow_reports_params_mistakes_in_one_line(tmp_path):
         [sys.executable, "-m", "flows.pipeline", "--project-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip() == "error: flow: unknown key 'max_worker'; allowed keys: cron, deployment, max_workers, retries, retry_delay_seconds"
+    assert proc.stderr.strip() == "error: flow: unknown key 'max_worker'; allowed keys: cron, deployment, dvc_remote, executor, max_workers, pools, resources, retries, retry_delay_seconds, slots, torchrun, worker_lost_seconds"
+
+
+def test_stages_map_to_pools_by_their_own_entry_then_their_stage_then_cpu():
+    settings = flow_settings(PARAMS["flow"] | {"resources": {"pretrain": "gpu", "finetune_clue@char-tnews": "cpu", "finetune_clue": "gpu"}})
+    assert settings.pool("pretrain@char") == settings.pools["gpu"]
+    assert settings.pool("finetune_clue@word-afqmc") == settings.pools["gpu"]
+    assert settings.pool("finetune_clue@char-tnews") == settings.pools["cpu"]
+    assert settings.pool("prepare_clue@afqmc") == settings.pools["cpu"]
