@@ -59,7 +59,7 @@ def _stage_timings(api_url: str) -> dict[str, dict]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["zhnlp-stage-timings"])), limit=500)
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["zhnlp-stage-timings"])), limit=200)
     rows = {}
     for art in arts:
         data = json.loads(art.data) if isinstance(art.data, str) else art.data
@@ -74,7 +74,7 @@ def run(repeat: int, tmp: Path) -> dict:
     tmp.chmod(0o711)  # Postgres runs as its own user when we are root
     ports = {"ZHNLP_PG_PORT": _free_port(), "ZHNLP_MLFLOW_PORT": _free_port(), "ZHNLP_PREFECT_PORT": _free_port()}
     base = bench_env(tmp)
-    services = Services(tmp / "services", base | {k: str(v) for k, v in ports.items()})
+    services = Services(tmp / "services", base | {k: str(v) for k, v in ports.items()} | {"PREFECT_DB": "postgres"})
     workers: list[subprocess.Popen] = []
     try:
         api = services.up()

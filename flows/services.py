@@ -60,11 +60,21 @@ class Services:
 
         spec = importlib.util.find_spec("pgserver")  # located, not imported: only its binaries are used
         if spec and spec.submodule_search_locations:
-            return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / tool)
+            return str(self._reachable(Path(spec.submodule_search_locations[0]) / "pginstall") / "bin" / tool)
         found = shutil.which(tool)
         if not found:
             sys.exit("error: no Postgres server found: `pip install pgserver` (make install does) or set ZHNLP_PG_BIN")
         return found
+
+    def _reachable(self, install: Path) -> Path:
+        """As root, Postgres runs as another user, who may not reach a venv under /root: copy it here."""
+        user = self._pg_user()
+        if not user or subprocess.run([str(install / "bin" / "postgres"), "--version"], user=user, capture_output=True).returncode == 0:
+            return install
+        local = self.home / "pginstall"
+        if not (local / "bin" / "postgres").exists():
+            shutil.copytree(install, local, symlinks=True)
+        return local
 
     def _pg_user(self) -> str | None:
         """None: run as ourselves. As root: a user Postgres accepts."""
@@ -85,6 +95,8 @@ class Services:
 
     def start_postgres(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        if self._pg_user():
+            self.home.chmod(self.home.stat().st_mode | 0o011)  # the Postgres user passes through to its data dir
         user = self._pg_user()
         if not (self.pgdata / "PG_VERSION").exists():
             password = secrets.token_urlsafe(24)
@@ -98,7 +110,8 @@ class Services:
                                f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
             pwfile.unlink()
             if out.returncode != 0:
-                sys.exit(f"error: initdb in {self.pgdata} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+                hint = f" (Postgres runs as user {user}: set ZHNLP_SERVICES_DIR to a directory it can reach)" if user else ""
+                sys.exit(f"error: initdb in {self.pgdata} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}{hint}")
             fd = os.open(self.pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.write(fd, f"127.0.0.1:*:*:{PG_USER}:{password}\n".encode())
             os.close(fd)
