@@ -74,7 +74,7 @@ def run(repeat: int, tmp: Path) -> dict:
     tmp.chmod(0o711)  # Postgres runs as its own user when we are root
     ports = {"ZHNLP_PG_PORT": _free_port(), "ZHNLP_MLFLOW_PORT": _free_port(), "ZHNLP_PREFECT_PORT": _free_port()}
     base = bench_env(tmp)
-    services = Services(tmp / "services", base | {k: str(v) for k, v in ports.items()} | {"PREFECT_DB": "postgres"})
+    services = Services(tmp / "services", base | {k: str(v) for k, v in ports.items()})
     workers: list[subprocess.Popen] = []
     try:
         api = services.up()

@@ -4,7 +4,8 @@
     python -m flows.services worker --pool zhnlp-gpu     # a process worker in this checkout
     python -m flows.services down | status
 
-- Postgres from the ``pgserver`` wheel (or a system install: ``ZHNLP_PG_BIN``), data in
+- Postgres from Debian's ``postgresql`` package when installed, else from the ``pgserver`` wheel
+  (or the one in ``ZHNLP_PG_BIN``), remembered in ``.services/pg_bin``, data in
   ``$ZHNLP_SERVICES_DIR/postgres`` (default ``.services/`` in the project), user ``zhnlp`` with a
   generated password kept in a 0600 pgpass file (``PGPASSFILE``), never on a command line. Postgres
   refuses to run as root; as root it runs as the ``postgres`` user (or a ``zhnlp-pg`` system user).
@@ -54,17 +55,37 @@ class Services:
 
     # -- Postgres ----------------------------------------------------------------------------------
     def pg_bin(self, tool: str) -> str:
+        return str(self._pg_bindir() / tool)
+
+    def _pg_bindir(self) -> Path:
+        """ZHNLP_PG_BIN, else the one that made the data dir, else Debian's newest, else the pgserver wheel."""
         if self.env.get("ZHNLP_PG_BIN"):
-            return str(Path(self.env["ZHNLP_PG_BIN"]) / tool)
+            return Path(self.env["ZHNLP_PG_BIN"])
+        chosen = self.home / "pg_bin"
+        if chosen.exists():
+            return Path(chosen.read_text().strip())
+        import glob
         import importlib.util
 
-        spec = importlib.util.find_spec("pgserver")  # located, not imported: only its binaries are used
-        if spec and spec.submodule_search_locations:
-            return str(self._reachable(Path(spec.submodule_search_locations[0]) / "pginstall") / "bin" / tool)
-        found = shutil.which(tool)
-        if not found:
-            sys.exit("error: no Postgres server found: `pip install pgserver` (make install does) or set ZHNLP_PG_BIN")
+        debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[-3]), reverse=True)
+        if debian:
+            found = Path(debian[0]).parent
+        elif (spec := importlib.util.find_spec("pgserver")) and spec.submodule_search_locations:  # located, not imported
+            found = self._reachable(Path(spec.submodule_search_locations[0]) / "pginstall") / "bin"
+        elif shutil.which("pg_ctl"):
+            found = Path(shutil.which("pg_ctl")).resolve().parent
+        else:
+            sys.exit("error: no Postgres server found: `pip install pgserver` (make install does), apt-get install postgresql, or set ZHNLP_PG_BIN")
+        self.home.mkdir(parents=True, exist_ok=True)
+        chosen.write_text(str(found))
         return found
+
+    def check_prefect_extensions(self) -> None:
+        """Prefect's Postgres schema needs pg_trgm, a contrib extension the pgserver wheel does not ship."""
+        share = subprocess.run([self.pg_bin("pg_config"), "--sharedir"], capture_output=True, text=True).stdout.strip()
+        if not (Path(share) / "extension" / "pg_trgm.control").exists():
+            sys.exit(f"error: PREFECT_DB=postgres needs the pg_trgm extension, missing from the Postgres in {self._pg_bindir()}: "
+                     "apt-get install postgresql postgresql-contrib (then remove .services/), or leave PREFECT_DB unset")
 
     def _reachable(self, install: Path) -> Path:
         """As root, Postgres runs as another user, who may not reach a venv under /root: copy it here."""
@@ -156,6 +177,7 @@ class Services:
                     env, f"http://127.0.0.1:{self.mlflow_port}/health")
         prefect_env = env | {"PREFECT_HOME": str(self.home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         if self.env.get("PREFECT_DB") == "postgres":
+            self.check_prefect_extensions()
             prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_uri("prefect", "postgresql+asyncpg")
         self._spawn("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
                     prefect_env, f"http://127.0.0.1:{self.prefect_port}/api/health")

@@ -45,7 +45,7 @@ def cluster(tmp_path):
     home = Path(tempfile.mkdtemp(prefix="zhnlp-services-"))  # outside pytest's 0700 tree: Postgres runs as its own user
     home.chmod(0o711)
     ports = {"ZHNLP_PG_PORT": _free_port(), "ZHNLP_MLFLOW_PORT": _free_port(), "ZHNLP_PREFECT_PORT": _free_port()}
-    services = Services(home, os.environ | {k: str(v) for k, v in ports.items()} | {"PREFECT_DB": "postgres"})
+    services = Services(home, os.environ | {k: str(v) for k, v in ports.items()})
     workers: dict[str, subprocess.Popen] = {}
     try:
         client_env = services.up()
