@@ -2,7 +2,7 @@
 
 * :class:`ModelSettings`, :class:`PretrainTraining`, :class:`BackboneSpec` - the strict
   ``pretrain.model`` / ``pretrain.training`` / ``pretrain.backbones.<name>`` params.
-* :func:`build_model` - a ``BertForMaskedLM`` sized to the tokenizer from ``pretrain.model``
+* :func:`build_model` - a ``MaskedOnlyBertForMaskedLM`` (a ``BertForMaskedLM`` whose training forward scores only the masked positions) sized to the tokenizer from ``pretrain.model``
   params, or loaded from a local safetensors checkpoint (``init_from``), with
   :func:`check_capacity` (the n > 8.33 ln N embedding-width rule, techniques.md section 7).
 * :class:`PretrainTrainer`, :func:`build_trainer` - the Trainer over the encoded shards with
@@ -31,6 +31,7 @@ from zhnlp.models.checkpoint import CheckpointError, load_config
 from zhnlp.text.tokenization import load_tokenizer
 from zhnlp.train.arguments import TrainingSettings, training_arguments
 from zhnlp.train.callbacks import ThroughputCallback
+from zhnlp.models.masked_lm import MaskedOnlyBertForMaskedLM
 from zhnlp.train.mlm import MaskedTokenAccuracy, ShardedTokenDataset, ShardWindowSampler, WholeWordMaskCollator, argmax_logits, masked_lm_loss
 from zhnlp.train.resume import code_identity, files_identity
 
@@ -177,7 +178,7 @@ def build_model(
         config = load_config(path)  # model_type inferred from the weights when config.json has none (original Chinese BERTs)
         if config.model_type != "bert":
             raise CheckpointError(f"init_from {path}: a {config.model_type!r} checkpoint; pretraining continues BERT (BertForMaskedLM) ones")
-        model = BertForMaskedLM.from_pretrained(
+        model = MaskedOnlyBertForMaskedLM.from_pretrained(
             str(path), config=config, use_safetensors=True, trust_remote_code=False, local_files_only=True
         )
         info["init_from"] = str(path)
@@ -194,22 +195,25 @@ def build_model(
         if model_params:
             info["ignored_model_params"] = sorted(model_params)  # the checkpoint's architecture wins
     else:
-        model = BertForMaskedLM(BertConfig(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, **asdict(settings)))
+        model = MaskedOnlyBertForMaskedLM(BertConfig(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, **asdict(settings)))
     model.config.pad_token_id = tokenizer.pad_token_id
     info["capacity"] = check_capacity(model.config.hidden_size, vocab)
     info["parameters"] = sum(p.numel() for p in model.parameters())
     return model, info
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: float) -> float:
+def flops_per_token(model: torch.nn.Module, seq_len: float, head_fraction: float = 1.0) -> float:
     """Training FLOPs per token: 6*N plus attention 12*layers*hidden*seq_len (fwd + bwd).
 
     N counts the matmul weights a token passes through: all parameters except the position and
-    token-type embedding tables (lookups); the word embeddings count once, as the tied LM head
-    that BertForMaskedLM applies at every position.
+    token-type embedding tables (lookups); the word embeddings count once, as the tied LM head.
+    ``head_fraction`` is the share of positions the LM head (vocabulary projection and its
+    transform) scores: 1 for BertForMaskedLM, about ``mlm_probability`` for
+    :class:`~zhnlp.models.masked_lm.MaskedOnlyBertForMaskedLM`.
     """
     config = model.config
     n = sum(p.numel() for p in model.parameters())
+    n -= (1.0 - head_fraction) * (config.vocab_size * config.hidden_size + config.hidden_size**2)
     for name, p in model.named_parameters():
         if name.endswith(("position_embeddings.weight", "token_type_embeddings.weight")):
             n -= p.numel()
@@ -249,6 +253,12 @@ class PretrainTrainer(Trainer):
             if isinstance(callback, ThroughputCallback):
                 callback.add_to(logs)
         super().log(logs, start_time)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model scores the vocabulary at the labelled positions only (Trainer pops ``labels``)."""
+        if "labels" in inputs:
+            inputs = {**inputs, "mlm_positions": inputs["labels"] != -100}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -314,7 +324,8 @@ def build_trainer(
     device_name, peak = peak_bf16_flops()
     info["device"] = device_name
     info["peak_bf16_flops"] = peak
-    fpt = flops_per_token(model, train_ds.mean_length())
+    head_fraction = training.mlm_probability if isinstance(model, MaskedOnlyBertForMaskedLM) else 1.0
+    fpt = flops_per_token(model, train_ds.mean_length(), head_fraction)
     info["flops_per_token"] = fpt
     throughput = ThroughputCallback(fpt, peak if args.bf16 else None, args.world_size, skip_steps=throughput_skip_steps)
     trainer = PretrainTrainer(

@@ -349,6 +349,8 @@ def masked_lm_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch
     Trainer would still multiply by the process count (doubling the loss under 2-process DDP).
     """
     logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+    if logits.dim() == labels.dim():  # masked positions only (zhnlp.models.masked_lm): (n_masked, V)
+        labels = labels[labels != -100]
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100, reduction="sum"
     )
@@ -360,9 +362,15 @@ def masked_lm_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch
 
 
 def argmax_logits(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
-    """``preprocess_logits_for_metrics``: keep only the predicted ids, not the vocab-wide logits."""
+    """``preprocess_logits_for_metrics``: keep only the predicted ids, not the vocab-wide logits.
+
+    Logits of the masked positions only (``(n_masked, V)``) come back laid out like ``labels``."""
     if isinstance(logits, tuple):
         logits = logits[0]
+    if labels is not None and logits.dim() == labels.dim():
+        predicted = torch.full_like(labels, -100)
+        predicted[labels != -100] = logits.argmax(dim=-1).to(labels.device)
+        return predicted
     return logits.argmax(dim=-1)
 
 
