@@ -64,6 +64,36 @@ def load_dag(root: Path) -> dict[str, StagePlan]:
         return plans
 
 
+@contextmanager
+def params_read_once() -> Iterator[None]:
+    """Parse each params file once per DVC call instead of once per stage that declares params.
+
+    ``dvc status`` reads params.yaml again for every stage (ruamel, 67 stages here: 2.7 s of a 6 s
+    no-op status on a loaded 2-core machine, measured with cProfile). Parsed values are keyed by path,
+    size and mtime, as DVC's own hash state is, and each caller gets its own copy. Callers hold
+    :attr:`DvcWriter.lock`, so no other thread of the flow runs DVC meanwhile.
+    """
+    import copy
+
+    import dvc.dependency.param as param_module
+
+    original = param_module.load_path
+    parsed: dict = {}
+
+    def load_path(fs_path, fs, **kwargs):
+        info = fs.info(fs_path)
+        key = (fs_path, info.get("size"), info.get("mtime"), tuple(sorted(kwargs.items())))
+        if key not in parsed:
+            parsed[key] = original(fs_path, fs, **kwargs)
+        return copy.deepcopy(parsed[key])
+
+    param_module.load_path = load_path
+    try:
+        yield
+    finally:
+        param_module.load_path = original
+
+
 def remove_output(path: Path) -> None:
     """Delete a stage output before its command runs (DVC does the same for non-persist outputs)."""
     if path.is_dir() and not path.is_symlink():
@@ -139,12 +169,13 @@ class DvcWriter:
                 held.__exit__(None, None, None)
 
     def stale(self) -> set[str]:
-        with self.lock, open_repo(self.root) as repo:
+        """Every stale stage. (``dvc status`` of named targets is slower: DVC collects each one apart.)"""
+        with self.lock, params_read_once(), open_repo(self.root) as repo:
             return set(repo.status())
 
     def changes(self, name: str) -> list:
         """DVC's status entries for one stage; empty when up to date."""
-        with self.lock, open_repo(self.root) as repo:
+        with self.lock, params_read_once(), open_repo(self.root) as repo:
             return repo.status(targets=[name]).get(name, [])
 
     def restore(self, name: str) -> bool:

@@ -11,16 +11,28 @@ Grammar, with Python's precedence and associativity:
 
 Ape210K equations use ``**`` for powers (never ``^``) and ASCII brackets only,
 so those are the only forms accepted.
+
+Speed (zhnlp.data.ape210k evaluates every equation, answer and trial bracket removal):
+:func:`tokenize` splits with one compiled regex (measured 1.9 vs 6.5 us per equation); it only
+ever answers a success, and on anything but numbers, operators and blanks the character loop
+below runs instead, so every error message is its own. (An operator-stack evaluator beside the
+recursive-descent parser measured 1.9 vs 2.4 us per equation, about 5% of a row: not worth a
+second parser in a safety-critical module.)
 """
 
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["UnsafeExpression", "evaluate", "safe_eval", "tokenize"]
+__all__ = ["UnsafeExpression", "evaluate", "safe_eval", "safe_eval_tokens", "tokenize"]
 
 _OPERATORS = ("**", "+", "-", "*", "/", "(", ")")  # '**' first: longest match wins
+_OPERATOR_SET = frozenset(_OPERATORS)
 _WHITESPACE = " \t"
+# The tokens of _tokenize_checked, in its order of preference (numbers greedy, '**' before '*').
+_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+|\*\*|[-+*/()]")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?")
 
 
 class UnsafeExpression(ValueError):
@@ -29,6 +41,18 @@ class UnsafeExpression(ValueError):
 
 def tokenize(expr: str) -> list[str | float]:
     """Split into operator strings and float numbers; anything else is rejected."""
+    # findall skips what no token matches; if only blanks were skipped, its tokens are the
+    # ones the character loop finds (same start positions, same greedy choices); measured
+    # 1.9 vs 6.5 us per valid.ape.json equation.
+    found = _TOKEN.findall(expr)
+    covered = sum(map(len, found))
+    if covered == len(expr) or covered + expr.count(" ") + expr.count("\t") == len(expr):
+        return [tok if tok in _OPERATOR_SET else float(tok) for tok in found]
+    return _tokenize_checked(expr)  # raises the one-line error
+
+
+def _tokenize_checked(expr: str) -> list[str | float]:
+    """The character loop: the reference for tokens and for the error messages."""
     tokens: list[str | float] = []
     i, n = 0, len(expr)
     while i < n:
@@ -161,10 +185,36 @@ def safe_eval(
     return evaluate(tokenize(expr), max_depth=max_depth, max_abs=max_abs, max_exponent=max_exponent)
 
 
+def safe_eval_tokens(
+    expr: str,
+    *,
+    max_len: int = 512,
+    max_depth: int = 64,
+    max_abs: float = 1e15,
+    max_exponent: float = 64,
+) -> tuple[float, list[str | float]]:
+    """:func:`safe_eval`, also returning the tokens (for a caller that goes on with them)."""
+    if not isinstance(expr, str):
+        raise UnsafeExpression(f"expected a string, got {type(expr).__name__}")
+    if len(expr) > max_len:
+        raise UnsafeExpression(f"too long: {len(expr)} > {max_len} characters")
+    if _NUMBER.fullmatch(expr) and max_depth >= 1:  # a plain number (most answers): one checked atom
+        value = float(expr)
+        if value <= max_abs and value != math.inf:
+            return value, [value]
+    tokens = tokenize(expr)
+    return evaluate(tokens, max_depth=max_depth, max_abs=max_abs, max_exponent=max_exponent), tokens
+
+
 def evaluate(tokens: list[str | float], *, max_depth: int = 64, max_abs: float = 1e15, max_exponent: float = 64) -> float:
     """Evaluate the tokens of :func:`tokenize` (a caller may drop some, e.g. a bracket pair)."""
     if not tokens:
         raise UnsafeExpression("empty expression")
+    return _evaluate_checked(tokens, max_depth, max_abs, max_exponent)
+
+
+def _evaluate_checked(tokens: list, max_depth: int, max_abs: float, max_exponent: float) -> float:
+    """The recursive-descent parser: the reference for values and for the error messages."""
     parser = _Parser(tokens, max_depth, max_abs, max_exponent)
     try:
         value = parser.expr()
