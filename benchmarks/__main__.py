@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.common import ROOT, write_results
 
 # Modules in this package with run(repeat, tmp) and summary(results).
-BENCHMARKS = ("prepare", "pipeline", "bench_encode", "bench_pretrain", "bench_can", "bench_generation", "bench_hostile", "bench_token_dataset", "bench_parity", "scale_out", "bench_ape210k")
+BENCHMARKS = ("prepare", "pipeline", "bench_encode", "bench_pretrain", "bench_can", "bench_generation", "bench_hostile", "bench_token_dataset", "bench_parity", "scale_out", "bench_ape210k", "bench_lccc_dedupe")
 
 
 def git_commit() -> str:

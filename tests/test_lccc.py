@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import re
 import time
 import tracemalloc
@@ -12,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared_data import shared_data_dir
-from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, iter_dialogues, iter_raw_dialogues, rejoin
+from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, DialogueLimits, DigestStore, iter_dialogues, iter_raw_dialogues, rejoin
 from zhnlp.data.rows import BadInputError, ParquetSink, RowPolicy
 
 CJK_SPACED = re.compile(r"[\u4e00-\u9fff] [\u4e00-\u9fff]")
@@ -305,3 +308,143 @@ def test_real_toy_text() -> None:
     raw, policy, cleaner = _real_counts([(folder / "toy_train.txt", None), (folder / "toy_valid.txt", None)])
     assert raw == [10000, 2000]
     print("toy_train/valid.txt", cleaner.stats(), policy.metrics())
+
+
+# ---------------------------------------------------------------- constant-memory dedupe vs the set
+
+
+class ReferenceCleaner(DialogueCleaner):
+    """Reference: the cleaner before DigestStore, its dedupe a Python set of int digests (~70 bytes each)."""
+
+    def __init__(self, limits: DialogueLimits | None = None):
+        super().__init__(limits, digests=set())
+        self._digests: set[int] = set()
+
+    def clean(self, path, line, turns, policy):
+        lim = self.limits
+        self.seen += 1
+        out: list[str] = []
+        for turn in turns:
+            text = rejoin(turn)
+            if not text:
+                self.empty_turns_removed += 1
+            elif len(text) > lim.max_turn_chars or len(out) == lim.max_turns:
+                self.truncated_dialogues += 1
+                break
+            else:
+                out.append(text)
+        if len(out) < lim.min_turns:
+            policy.drop(path, line, f"too_few_turns: {len(out)} after cleaning, need {lim.min_turns}", turns)
+            return None
+        if lim.dedupe:
+            h = hashlib.blake2b("\n".join(out).encode("utf-8"), digest_size=8).digest()
+            digest = int.from_bytes(h, "little")
+            if digest in self._digests:
+                policy.drop(path, line, "duplicate: same turns as an earlier dialogue", turns)
+                return None
+            self._digests.add(digest)
+        self.kept += 1
+        return out
+
+
+# small stores reach every path on small inputs: a saturated bitmap, many flushes, lookups in SQLite
+STORES = {
+    "default": {},
+    "tiny": {"filter_bits": 8, "batch": 7, "cache_kib": 64},
+    "small": {"filter_bits": 12, "batch": 100, "cache_kib": 64},
+}
+
+
+def _run_both(sources: list[tuple[Path, str | None]], tmp_path: Path, store: dict) -> None:
+    """The same files through the reference and the new cleaner: same rows, order, counts, quarantine."""
+    results = []
+    for name, cleaner in (("ref", ReferenceCleaner()), ("new", DialogueCleaner(digests=DigestStore(**store)))):
+        with cleaner, RowPolicy("skip", tmp_path / f"{name}.jsonl") as policy:
+            rows = [d for path, key in sources for d in iter_dialogues(path, policy, cleaner, key=key)]
+        results.append((rows, policy.metrics(), cleaner.stats(), (tmp_path / f"{name}.jsonl").read_bytes()))
+    (ref_rows, *ref_rest), (new_rows, *new_rest) = results
+    assert len(new_rows) == len(ref_rows) and new_rows == ref_rows
+    assert new_rest == ref_rest
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_dedupe_matches_reference_on_real_data(tmp_path: Path, store: str) -> None:
+    folder = shared_data_dir() / "lccc"
+    json_path = folder / "toy_data.json"
+    sources = [(json_path, "train"), (json_path, "valid"), (json_path, "test"),
+               (folder / "toy_train.txt", None), (folder / "toy_valid.txt", None)]
+    sources += sources[::-1]  # read again: every dialogue is now a duplicate, in every split
+    _run_both(sources, tmp_path, STORES[store])
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_dedupe_matches_reference_on_synthetic_splits(tmp_path: Path, store: str) -> None:
+    rnd = random.Random(13)
+    pool = [[" ".join(rnd.choice("你好在吗早上嗯哦ab") for _ in range(rnd.randint(1, 4))) for _ in range(rnd.randint(1, 4))]
+            for _ in range(3000)]  # many equal after cleaning; some too short
+    sources = []
+    for split in ("train", "valid", "test"):
+        path = tmp_path / f"{split}.txt"
+        with path.open("w", encoding="utf-8") as fh:
+            for _ in range(4000):  # near repeats, far repeats, repeats of other splits
+                fh.write("\t".join(rnd.choice(pool[:50] if rnd.random() < 0.2 else pool)) + "\n")
+        sources.append((path, None))
+    _run_both(sources, tmp_path, STORES[store])
+
+
+def _digest(n: int, low_bits: int = 0) -> bytes:
+    """An 8-byte digest; with ``low_bits`` set, all share their low 16 bits (one bit of the bitmap)."""
+    d = hashlib.blake2b(str(n).encode(), digest_size=8).digest()
+    return (low_bits.to_bytes(2, "little") + d[2:]) if low_bits else d
+
+
+@pytest.mark.parametrize("low_bits", [0, 0xBEEF])
+def test_digest_store_is_an_exact_set(low_bits: int) -> None:
+    rnd, reference = random.Random(5), set()
+    with DigestStore(filter_bits=16, batch=500, cache_kib=64) as store:
+        for step in range(20_000):
+            n = rnd.randrange(step + 1) if rnd.random() < 0.3 else 10**6 + step  # ~30% repeats, near and far
+            d = _digest(n, low_bits)
+            assert store.add(d) == (d not in reference), step
+            reference.add(d)
+        assert len(store) == len(reference)
+        assert store._cur is not None and store._pending  # went through the table and the buffer
+    assert len(store) == 0 and store._db is None and store._bits is None
+
+
+def _sqlite_temp_files() -> list[str]:
+    fds = Path("/proc/self/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue
+    return [link for link in links if "etilqs_" in link]  # SQLite's temporary file names
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_digest_store_file_is_scratch_and_closed() -> None:
+    before = _sqlite_temp_files()
+    store = DigestStore(cache_kib=64, batch=1000)
+    for n in range(200_000):  # ~3 MiB of table: past the 64 KiB cache, so SQLite writes its file
+        store.add(_digest(n))
+    opened = [f for f in _sqlite_temp_files() if f not in before]
+    assert opened and all(f.endswith(" (deleted)") for f in opened), opened  # unlinked while in use
+    store.close()
+    assert _sqlite_temp_files() == before
+
+
+def test_no_store_without_dedupe(tmp_path: Path) -> None:
+    path = tmp_path / "d.txt"
+    path.write_text("你 好\t嗯\n你 好\t嗯\n", encoding="utf-8")
+    with DialogueCleaner(DialogueLimits(dedupe=False)) as cleaner:
+        assert len(list(iter_dialogues(path, RowPolicy(), cleaner))) == 2
+        assert cleaner.digests._bits is None and cleaner.digests._db is None  # nothing allocated
+
+
+def test_digest_store_wants_8_byte_digests() -> None:
+    with DigestStore(batch=2) as store:
+        store.add(b"short")
+        with pytest.raises(ValueError, match="every digest must be 8 bytes"):
+            store.add(_digest(1))

@@ -19,16 +19,23 @@ find the end of a broken element), a text line at most :data:`zhnlp.data.rows.MA
 a raw dialogue of more than ``MAX_RAW_TURNS`` turns or with a turn over
 ``MAX_RAW_TURN_CHARS`` is a bad row (``too_long``), checked before any turn is rejoined.
 A UTF-8 byte order mark at the start of a file is removed in both formats.
+
+Dedupe runs in constant memory: :class:`DigestStore` keeps the 8-byte digest of every
+kept dialogue in a scratch SQLite file (deleted by SQLite itself), behind a fixed-size
+bitmap and a bounded buffer, so LCCC-large's 12M dialogues take the same memory as 1M.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from zhnlp.config import ConfigError, check_name, from_params, in_range
@@ -43,6 +50,7 @@ __all__ = [
     "LcccParams",
     "DialogueLimits",
     "DialogueCleaner",
+    "DigestStore",
     "rejoin",
     "iter_raw_dialogues",
     "iter_dialogues",
@@ -195,6 +203,99 @@ class LcccParams:
         return from_params(cls, section, "lccc")
 
 
+class DigestStore:
+    """An online, exact set of 8-byte digests in bounded memory: :meth:`add` says at once if one is new.
+
+    The digests live in a SQLite ``WITHOUT ROWID`` table keyed by the digest, in a private
+    temporary database (``sqlite3.connect("")``): SQLite unlinks the file as soon as it
+    creates it, so nothing is left behind, even after a crash. Fixed page cache
+    (``cache_kib``), no journal, no sync, one transaction never committed. In front of it:
+
+    * a bitmap of ``2**filter_bits`` bits, one set per digest (a one-hash Bloom filter):
+      a clear bit proves a digest new without asking SQLite, which is most rows;
+    * ``pending``: the new digests not yet in the table, at most ``batch``; a set bit is
+      checked against it, then against the table. Full, it goes in as one sorted blob.
+
+    Memory: the bitmap (16 MiB), the buffer and its flush (~30 MiB), the cache (8 MiB): a
+    cleaner's peak RSS measured 138 MiB at 1M dialogues and 140 MiB at 12M (with a set: 140 MiB
+    and 1.3 GiB; benchmarks/bench_lccc_dedupe.py). ~9% of the bits are set after 12M digests, so few
+    rows pay a lookup (~3 us); past ~100M digests most would, and the answers stay exact.
+    """
+
+    def __init__(self, *, cache_kib: int = 8192, filter_bits: int = 27, batch: int = 1 << 18):
+        self.cache_kib, self.filter_bits, self.batch = cache_kib, filter_bits, batch
+        self.count = 0
+        self._bits: mmap.mmap | None = None  # allocated on the first add: most cleaners never dedupe
+        self._mask = (1 << filter_bits) - 1
+        self._pending: set[bytes] = set()
+        self._db: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
+
+    def add(self, digest: bytes) -> bool:
+        """True if ``digest`` (8 bytes) was not added before; it is added now."""
+        bits = self._bits
+        if bits is None:  # the bitmap: 1.35 us/digest in all (2M keys), vs 4.6 for an INSERT OR IGNORE per digest (4M keys)
+            bits = self._bits = mmap.mmap(-1, 1 << (self.filter_bits - 3))  # zero pages mapped as touched, not memset
+        i = int.from_bytes(digest, "little") & self._mask
+        bit = 1 << (i & 7)
+        i >>= 3
+        if bits[i] & bit:  # maybe seen: ask the buffer, then the table
+            if digest in self._pending or (self._cur is not None and self._cur.execute(_SELECT, (digest,)).fetchone()):
+                return False
+        else:  # a clear bit: never seen
+            bits[i] |= bit
+        pending = self._pending
+        pending.add(digest)
+        self.count += 1
+        if len(pending) >= self.batch:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        if self._cur is None:
+            self._db = sqlite3.connect("", isolation_level=None)  # "": temporary, deleted by SQLite
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{self.cache_kib}"):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID")
+            self._db.execute("BEGIN")
+            self._cur = self._db.cursor()
+        # Sorted (big-endian numbers sort as SQLite compares blobs), one flush is one pass over the table.
+        # One statement cutting one blob: 0.41 us/digest (numpy sort 0.13 + SQLite 0.28) for 256K digests,
+        # vs 1.3 with sorted() + json_each and ~2 with sorted() + executemany.
+        joined = b"".join(self._pending)
+        if len(joined) != 8 * len(self._pending):
+            raise ValueError("DigestStore: every digest must be 8 bytes")
+        blob = np.sort(np.frombuffer(joined, dtype=">u8")).tobytes()
+        self._cur.execute(_INSERT, (len(blob), blob))
+        self._pending.clear()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def close(self) -> None:
+        """Drop the table, the buffer and the bitmap; the store is empty again."""
+        if self._db is not None:
+            self._db.close()
+        if self._bits is not None:
+            self._bits.close()
+        self._db = self._cur = self._bits = None
+        self._pending = set()
+        self.count = 0
+
+    def __enter__(self) -> "DigestStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_SELECT = "SELECT 1 FROM seen WHERE digest = ?"
+_INSERT = (
+    "WITH RECURSIVE at(n) AS (SELECT 0 UNION ALL SELECT n + 8 FROM at WHERE n + 8 < ?1)"
+    " INSERT INTO seen SELECT substr(?2, n + 1, 8) FROM at"
+)
+
+
 class DialogueCleaner:
     """Rejoins turns and applies :class:`DialogueLimits`; one instance spans all files.
 
@@ -206,21 +307,21 @@ class DialogueCleaner:
     ``too_few_turns``; an exact repeat of an earlier cleaned dialogue (any file
     or split seen by this cleaner) is dropped as ``duplicate``.
 
-    Dedupe memory: one 8-byte blake2b digest per unique dialogue, kept as a Python
-    int in a set: about 70 bytes each in CPython (50-100 with the set's fill),
-    ~0.85 GB for the 12M dialogues of LCCC-large. The first-seen location is not
-    kept (a dict of locations measured ~110 bytes per dialogue), so the drop reason
-    is just ``duplicate``. A 64-bit digest collision (p ~ 4e-6 at 12M) would drop
-    one distinct dialogue.
+    Dedupe: the 8-byte blake2b digest of each kept dialogue goes to ``digests``, a
+    :class:`DigestStore` (constant memory, on disk) unless another object with
+    ``add(digest) -> bool`` is passed. The first-seen location is not kept, so the drop
+    reason is just ``duplicate``. A 64-bit digest collision (p ~ 4e-6 at 12M) would drop
+    one distinct dialogue. :meth:`close` (or ``with``) frees the store early; else the
+    process exit does.
     """
 
-    def __init__(self, limits: DialogueLimits | None = None):
+    def __init__(self, limits: DialogueLimits | None = None, digests: Any = None):
         self.limits = limits or DialogueLimits()
         self.seen = 0
         self.kept = 0
         self.empty_turns_removed = 0
         self.truncated_dialogues = 0
-        self._digests: set[int] = set()
+        self.digests = DigestStore() if digests is None else digests
 
     def clean(self, path: str | Path, line: int, turns: list[str], policy: RowPolicy) -> list[str] | None:
         """The cleaned turns, or None after ``policy.drop`` with the reason."""
@@ -239,13 +340,9 @@ class DialogueCleaner:
         if len(out) < lim.min_turns:
             policy.drop(path, line, f"too_few_turns: {len(out)} after cleaning, need {lim.min_turns}", turns)
             return None
-        if lim.dedupe:
-            h = hashlib.blake2b("\n".join(out).encode("utf-8"), digest_size=8).digest()
-            digest = int.from_bytes(h, "little")
-            if digest in self._digests:
-                policy.drop(path, line, "duplicate: same turns as an earlier dialogue", turns)
-                return None
-            self._digests.add(digest)
+        if lim.dedupe and not self.digests.add(hashlib.blake2b("\n".join(out).encode("utf-8"), digest_size=8).digest()):
+            policy.drop(path, line, "duplicate: same turns as an earlier dialogue", turns)
+            return None
         self.kept += 1
         return out
 
@@ -256,6 +353,17 @@ class DialogueCleaner:
             "empty_turns_removed": self.empty_turns_removed,
             "truncated_dialogues": self.truncated_dialogues,
         }
+
+    def close(self) -> None:
+        close = getattr(self.digests, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "DialogueCleaner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def iter_dialogues(
