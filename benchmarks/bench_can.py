@@ -5,6 +5,11 @@
 
 * vectorised CAN (iters=1, the default) on all rows: best wall time of ``repeat`` runs, and
   the peak memory it allocates on top of its input (tracemalloc, which sees numpy buffers);
+* the same against the implementation before the fused pass (``_can_apply_reference``, same
+  process, same array): the speed-up, the max |difference| (probs and scores, must be <= 1e-12,
+  is 0 today; the uncertain masks must be equal), and both against a memory-bandwidth baseline (one
+  ``P.copy()``, the least any CAN must do, and one ``np.add.reduce`` pass), with each
+  implementation's phases timed alone (where the time goes);
 * the literal loop on a 2,000-row subset, and the vectorised code on the same subset
   (checked equal to 1e-9), also for iters=2;
 * the loop extrapolated to all rows, two ways: (a) its per-row step timed for a few
@@ -28,7 +33,8 @@ import tracemalloc
 import numpy as np
 
 from benchmarks.common import MIB, format_table, write_results
-from zhnlp.tasks.can import EPS, _loop_rows, can_adjust_loop, can_apply, uncertainty
+import zhnlp.tasks.can as can
+from zhnlp.tasks.can import EPS, _can_apply_reference, _loop_rows, can_adjust_loop, can_apply, uncertainty
 
 ROWS, CLASSES, SUBSET, CONCENTRATION = 1_000_000, 119, 2_000, 0.012
 PARAMS = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}
@@ -56,6 +62,19 @@ def best_time(fn, repeat: int) -> tuple[float, object]:
     return best, result
 
 
+def best_times(fns, repeat: int) -> list[tuple[float, object]]:
+    """``best_time`` for several functions, run in turn within each repeat."""
+    best, results = [float("inf")] * len(fns), [None] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            results[i] = None
+            gc.collect()
+            t0 = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return list(zip(best, results))
+
+
 def peak_alloc(fn) -> int:
     """Peak bytes allocated while ``fn`` runs (its result included), beyond what existed before."""
     gc.collect()
@@ -71,7 +90,24 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
     P = dirichlet_probs(rows, CLASSES, CONCENTRATION)
     prior = np.random.default_rng(1).dirichlet(np.full(CLASSES, 5.0)) * 10_000 + 1  # training counts
 
-    t_vec, res = best_time(lambda: can_apply(P, prior, **PARAMS), repeat)
+    # interleaved (new, reference, copy, reduce, new, ...): the machine's load drifts between runs
+    (t_vec, res), (t_ref, ref), (t_copy, _), (t_reduce, _) = best_times(
+        [
+            lambda: can_apply(P, prior, **PARAMS),
+            lambda: _can_apply_reference(P, prior, **PARAMS),
+            lambda: P.copy(),
+            lambda: np.add.reduce(P, axis=0),
+        ],
+        repeat,
+    )
+    if not np.array_equal(ref.uncertain, res.uncertain):
+        raise AssertionError("the fused pass and the reference disagree on the uncertain rows")
+    diff_probs = float(np.abs(ref.probs - res.probs).max())
+    diff_scores = float(np.abs(ref.uncertainty - res.uncertainty).max())
+    if max(diff_probs, diff_scores) > 1e-12:
+        raise AssertionError(f"the fused pass differs from the reference by {max(diff_probs, diff_scores)!r}")
+    del ref
+    phases = _phases(P, prior, res, repeat)
     uncertain = res.uncertain
     unc = int(uncertain.sum())
     n_ref = rows - unc
@@ -79,6 +115,7 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
     expected = res.probs[unc_idx]
     del res
     peak = peak_alloc(lambda: can_apply(P, prior, **PARAMS))
+    peak_ref = peak_alloc(lambda: _can_apply_reference(P, prior, **PARAMS))
     rss_vectorised = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # the 2,000-row subset: loop vs vectorised on identical input
@@ -128,7 +165,14 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
         "uncertain_share": unc / rows,
         "input_mib": P.nbytes / MIB,
         "vectorised_s": t_vec,
+        "reference_s": t_ref,
+        "speedup_vs_reference": t_ref / t_vec,
+        "max_abs_diff_vs_reference": {"probs": diff_probs, "uncertainty": diff_scores},
+        "copy_s": t_copy,
+        "reduce_s": t_reduce,
+        "phases_s": phases,
         "vectorised_peak_alloc_mib": peak / MIB,
+        "reference_peak_alloc_mib": peak_ref / MIB,
         "process_max_rss_after_vectorised_mib": rss_vectorised,
         "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "subset_rows": SUBSET,
@@ -143,12 +187,48 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
     }
 
 
+def _phases(P: np.ndarray, prior: np.ndarray, res, repeat: int) -> dict:
+    """Each phase of both implementations timed alone on the full array (best of ``repeat``)."""
+    k, tau, alpha = PARAMS["k"], PARAMS["tau"], PARAMS["alpha"]
+    q = prior / prior.sum()
+    unc_idx, conf_idx = np.flatnonzero(res.uncertain), np.flatnonzero(~res.uncertain)
+    out = res.probs.copy()
+    S = can._first_pass(P, k, tau, alpha, sums=True)[2]
+    timed = {
+        "fused: first pass (copy, checks, scores, S)": lambda: can._first_pass(P, k, tau, alpha, sums=True),
+        "fused: correction of the uncertain rows": lambda: can._correct_once(P, q, alpha, S, unc_idx, out),
+        "reference: validation": lambda: can._validate(P, prior, k, tau, alpha, 1),
+        "reference: uncertainty": lambda: uncertainty(P, k),
+        "reference: P.copy()": lambda: P.copy(),
+        "reference: S over confident rows": lambda: can._reference_power_sums(P, conf_idx, alpha),
+        "reference: correction (P[idx] copies)": lambda: _reference_correction(P, q, alpha, S, unc_idx, out),
+    }
+    return {name: best_time(fn, repeat)[0] for name, fn in timed.items()}
+
+
+def _reference_correction(P, q, alpha, S, unc_idx, out) -> None:
+    """The correction loop of ``_can_apply_reference`` (iters=1), alone."""
+    for start in range(0, unc_idx.size, can.CHUNK_ROWS):
+        idx = unc_idx[start : start + can.CHUNK_ROWS]
+        xa = np.maximum(P[idx], EPS) ** alpha
+        new = q * xa / (S + xa)
+        out[idx] = new / new.sum(axis=1, keepdims=True)
+
+
 def summary(r: dict) -> str:
     rows = [
         [f"vectorised, all {r['rows']:,} rows (iters=1)", r["vectorised_s"], None, None, r["vectorised_peak_alloc_mib"]],
         [f"loop, all rows (extrapolated: {r['loop_full_rows_timed']} rows timed × {r['uncertain_rows']:,})", r["loop_extrapolated_s"], r["speedup_extrapolated"], None, None],
         ["loop, all rows (extrapolated from the subset's cost model)", r["loop_extrapolated_from_subset_s"], r["loop_extrapolated_from_subset_s"] / r["vectorised_s"], None, None],
     ]
+    d = r["max_abs_diff_vs_reference"]
+    rows += [
+        ["before the fused pass (_can_apply_reference), same array", r["reference_s"], None, None, r["reference_peak_alloc_mib"]],
+        [f"fused pass: speed-up vs before = {r['speedup_vs_reference']:.2f}x", r["vectorised_s"], None, max(d.values()), None],
+        [f"bandwidth baseline: P.copy() (CAN = {r['vectorised_s'] / r['copy_s']:.1f}x, before = {r['reference_s'] / r['copy_s']:.1f}x)", r["copy_s"], None, None, None],
+        [f"bandwidth baseline: np.add.reduce(P, axis=0) (CAN = {r['vectorised_s'] / r['reduce_s']:.1f}x)", r["reduce_s"], None, None, None],
+    ]
+    rows += [[f"  phase, {name}", s, None, None, None] for name, s in r["phases_s"].items()]
     for name, s in r["subset"].items():
         rows.append([f"subset {r['subset_rows']:,} rows, {name}: loop", s["loop_s"], None, None, None])
         rows.append([f"subset {r['subset_rows']:,} rows, {name}: vectorised", s["vectorised_s"], s["speedup"], s["max_abs_diff"], None])

@@ -11,9 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zhnlp.tasks.can import EPS, CanConfig, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
+import zhnlp.tasks.can as can_module
+from zhnlp.tasks.can import EPS, CanConfig, _can_apply_reference, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
 from zhnlp.config import ConfigError, from_params
 from zhnlp.tasks.predictions import PredictionError
+from shared_data import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`): make `stages` importable
@@ -42,6 +44,100 @@ def test_vectorised_equals_the_literal_loop(iters, alpha):
         assert res.loop_rows == 0  # ... by the vectorised path, not its fallback
         np.testing.assert_allclose(res.probs, ref, rtol=0, atol=1e-9)
         np.testing.assert_allclose(res.probs.sum(axis=1), 1.0, atol=1e-12)
+
+
+def assert_same_as_reference(P, prior, **kw):
+    """The fused pass == the pre-fusion code (kept as _can_apply_reference), bit for bit: mask, scores and probs."""
+    new, ref = can_apply(P, prior, **kw), _can_apply_reference(P, prior, **kw)
+    np.testing.assert_array_equal(new.uncertain, ref.uncertain)
+    np.testing.assert_array_equal(new.uncertainty, ref.uncertainty)  # same np.partition per row: same bits
+    np.testing.assert_array_equal(new.probs, ref.probs)  # the same sums in the same order: the same bits
+    np.testing.assert_array_equal(new.probs[~new.uncertain], np.asarray(P, dtype=np.float64)[~new.uncertain])
+    assert (new.reference, new.loop_rows) == (ref.reference, ref.loop_rows)
+    return new
+
+
+# one chunk; many chunks with a ragged end, S's blocks ending inside them; one row per chunk; aligned blocks
+@pytest.mark.parametrize("pass_rows, chunk_rows", [(1024, 32768), (7, 5), (1, 3), (16, 16), (13, 40)])
+def test_fused_pass_equals_the_previous_implementation(monkeypatch, pass_rows, chunk_rows):
+    monkeypatch.setattr(can_module, "PASS_ROWS", pass_rows)
+    monkeypatch.setattr(can_module, "CHUNK_ROWS", chunk_rows)  # the reference's blocks too
+    rng = np.random.default_rng(pass_rows)
+    seen = set()
+    for m, k, tau, alpha, conc in ((119, 3, 0.9, 1.0, 0.012), (9, 3, 0.8, 0.5, 0.3), (6, 6, 0.7, 2.0, 0.5), (4, 2, 0.5, 1.0, 1.0)):
+        P = random_probs(rng, 200, m, zeros=0.3, conc=conc)
+        P[:20] = 0.0  # ties: exact one-hot rows, and rows tied at the top
+        P[np.arange(10), rng.integers(0, m, 10)] = 1.0
+        P[10:20, :3] = 1 / 3
+        prior = rng.random(m) + 0.01
+        for iters in (1, 2):
+            res = assert_same_as_reference(P, prior, k=k, tau=tau, alpha=alpha, iters=iters)
+            seen.add(0 < res.uncertain.sum() < len(P))
+        # all confident (tau = 1 and no uniform top-k), none confident (tau tiny)
+        for sub, t in ((P[:10], 1.0), (P[20:], 1e-9)):
+            for iters in (1, 2):
+                res = assert_same_as_reference(sub, prior, k=k, tau=t, alpha=alpha, iters=iters)
+                seen.add(("all" if not res.uncertain.any() else "none" if res.uncertain.all() else "mixed"))
+    assert seen >= {True, "all", "none"}
+
+
+def test_fused_pass_equals_the_previous_implementation_on_real_iflytek():
+    """Real class frequencies and real (naive-Bayes) softmax outputs: FewCLUE iflytek, 119 classes."""
+    d = shared_data_dir() / "clue" / "iflytek"
+    read = lambda name: [json.loads(line) for line in (d / name).read_text(encoding="utf-8").split("\n") if line.strip()]
+    train, rows = read("train_few_all.json"), read("dev_few_all.json") + read("test_public.json")
+    labels = sorted({int(r["label"]) for r in train})
+    col = {lab: i for i, lab in enumerate(labels)}
+    chars = {c: i for i, c in enumerate(sorted({c for r in train + rows for c in r["sentence"]}))}
+    counts = np.ones((len(labels), len(chars)))
+    for r in train:
+        np.add.at(counts[col[int(r["label"])]], [chars[c] for c in r["sentence"]], 1.0)
+    logp = np.log(counts / counts.sum(axis=1, keepdims=True))
+    X = np.zeros((len(rows), len(chars)))
+    for i, r in enumerate(rows):
+        np.add.at(X[i], [chars[c] for c in r["sentence"]], 1.0)
+    z = 0.1 * (X @ logp.T)  # tempered: about 23% uncertain at tau 0.9, 10% of entries below EPS
+    P = np.exp(z - z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    prior = np.bincount([col[int(r["label"])] for r in train], minlength=len(labels)) + 1.0
+    assert P.shape[1] == 119 and len(P) > 3000
+    for kw in ({}, {"alpha": 0.7}, {"k": 5, "tau": 0.5}, {"iters": 2}):
+        res = assert_same_as_reference(P, prior, **kw)
+        assert 0 < res.uncertain.sum() < len(P)
+
+
+def test_fused_pass_reports_the_same_bad_row_as_before(monkeypatch):
+    """The fused pass checks cheaply and re-runs the exact checks on flagged blocks: same row, same message."""
+    good = random_probs(np.random.default_rng(4), 300, 5)
+    nan, neg, off = good.copy(), good.copy(), good.copy()
+    nan[250, 1] = np.nan
+    neg[40] = [1.2, -1e-300, -0.2, 0.0, 0.0]
+    off[40, 0] += 2e-6
+    cases = []
+    for first, second in ((neg, nan), (off, neg), (off, nan), (nan, off)):  # two faults: the block decides which is named
+        both = first.copy()
+        both[250] = second[250] if second is nan else second[40]
+        cases.append(both)
+    edge = good.copy()
+    edge[7, 0] += 1e-6 - 5e-13  # inside the tolerance but outside the fast check's slack: a false alarm
+    exact_checks = []
+    check_rows = can_module._check_rows
+    monkeypatch.setattr(can_module, "_check_rows", lambda P, start, stop: exact_checks.append(start) or check_rows(P, start, stop))
+    for chunk, pass_rows in ((32768, 1024), (100, 7), (64, 64), (7, 100)):
+        monkeypatch.setattr(can_module, "CHUNK_ROWS", chunk)
+        monkeypatch.setattr(can_module, "PASS_ROWS", pass_rows)
+        for P in (nan, neg, off, *cases):
+            for kw in ({}, {"k": 9}, {"iters": 2}):  # a bad parameter too: the bad row is still named first
+                with pytest.raises(ValueError) as new:
+                    can_apply(P, np.ones(5), **kw)
+                with pytest.raises(ValueError) as ref:
+                    _can_apply_reference(P, np.ones(5), **kw)
+                assert str(new.value) == str(ref.value) and str(new.value).startswith("probs row ")
+        exact_checks.clear()
+        can_apply(edge, np.ones(5))
+        # only the exact-check blocks under the pass chunk holding row 7 were re-checked, and they passed
+        assert exact_checks == list(range(0, (7 // pass_rows + 1) * pass_rows, chunk))
+        assert_same_as_reference(edge, np.ones(5), k=3, tau=0.6)
 
 
 def test_batching_of_uncertain_rows_does_not_change_the_result(monkeypatch):
