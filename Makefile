@@ -74,8 +74,8 @@ services: install       ## Postgres, the MLflow server on it, the Prefect server
 services-down: install
 	python -m flows.services down
 
-POOL ?= zhnlp-cpu
-worker: install         ## a Prefect process worker for POOL in this checkout (export PREFECT_API_URL first)
+POOL ?= cpu
+worker: install         ## a Prefect process worker in this checkout for POOL: a resource class (cpu, gpu) or a pool name
 	python -m flows.services worker --pool "$(POOL)" $(if $(WORKER),--name "$(WORKER)")
 
 clean:

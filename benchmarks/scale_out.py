@@ -94,7 +94,7 @@ def run(repeat: int, tmp: Path) -> dict:
         out["flow_local_s"], _ = _run([sys.executable, "-m", "flows.pipeline", *TARGETS], clones["local"], env)
         for name in ("w1", "w2"):
             log = open(tmp / f"{name}.log", "ab")
-            workers.append(subprocess.Popen([sys.executable, "-m", "flows.services", "worker", "--pool", "zhnlp-cpu", "--name", name],
+            workers.append(subprocess.Popen([sys.executable, "-m", "flows.services", "worker", "--pool", "cpu", "--name", name],
                                             cwd=clones[name], env=env | {"PREFECT_HOME": str(clones[name] / ".prefect")}, stdout=log, stderr=subprocess.STDOUT))
         print("  scale_out: distributed flow, 2 workers", flush=True)
         out["flow_pools_s"], stdout = _run([sys.executable, "-m", "flows.pipeline", *TARGETS], clones["head"], env)

@@ -219,7 +219,7 @@ def _healthy(url: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "worker"])
-    parser.add_argument("--pool", default="zhnlp-cpu")
+    parser.add_argument("--pool", default="cpu", help="a work pool, or a resource class of flow.pools (cpu, gpu)")
     parser.add_argument("--name", help="worker name (default: <host>-<pool>-<pid>)")
     args = parser.parse_args()
     services = Services()
@@ -239,9 +239,16 @@ def main() -> None:
             sys.exit("error: PREFECT_API_URL is not set; export the values `make services` printed")
         import socket
 
-        name = args.name or f"{socket.gethostname()}-{args.pool}-{os.getpid()}"
+        from flows.pipeline import flow_settings
+        from zhnlp.errors import UserError
+
+        try:
+            pool = flow_settings(ROOT).pools.get(args.pool, args.pool)  # `make worker POOL=gpu` means flow.pools.gpu
+        except UserError as err:
+            sys.exit(f"error: {err}")
+        name = args.name or f"{socket.gethostname()}-{pool}-{os.getpid()}"
         env = os.environ | {"ZHNLP_CHECKOUT": str(ROOT), "ZHNLP_WORKER": name}
-        os.execvpe(worker_command(args.pool, name)[0], worker_command(args.pool, name), env)
+        os.execvpe(worker_command(pool, name)[0], worker_command(pool, name), env)
 
 
 if __name__ == "__main__":

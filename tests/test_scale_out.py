@@ -73,7 +73,7 @@ def _origin(tmp_path: Path) -> Path:
 def _start_worker(clone: Path, name: str, env: dict) -> subprocess.Popen:
     log = open(clone.parent / f"{name}.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.services", "worker", "--pool", "zhnlp-cpu", "--name", name],
+        [sys.executable, "-m", "flows.services", "worker", "--pool", "cpu", "--name", name],
         cwd=clone, env=env | {"PREFECT_HOME": str(clone / ".prefect")}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
 
