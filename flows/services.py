@@ -90,11 +90,23 @@ class Services:
     def _reachable(self, install: Path) -> Path:
         """As root, Postgres runs as another user, who may not reach a venv under /root: copy it here."""
         user = self._pg_user()
-        if not user or subprocess.run([str(install / "bin" / "postgres"), "--version"], user=user, capture_output=True).returncode == 0:
+        if not user:
             return install
-        local = self.home / "pginstall"
+        try:
+            if subprocess.run([str(install / "bin" / "postgres"), "--version"], user=user, capture_output=True).returncode == 0:
+                return install
+        except PermissionError:
+            pass  # that user can't reach the venv
+        # keep the wheel's layout: the binaries find their vendored libraries at $ORIGIN/../../../pgserver.libs
+        local = self.home / "pg" / "pgserver" / "pginstall"
         if not (local / "bin" / "postgres").exists():
             shutil.copytree(install, local, symlinks=True)
+            libs = install.parent.parent / "pgserver.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, self.home / "pg" / "pgserver.libs", symlinks=True, dirs_exist_ok=True)
+            for path in [self.home / "pg", *(self.home / "pg").rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o755)
         return local
 
     def _pg_user(self) -> str | None:
