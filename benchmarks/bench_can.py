@@ -5,7 +5,7 @@
 
 * vectorised CAN (iters=1, the default) on all rows: best wall time of ``repeat`` runs, and
   the peak memory it allocates on top of its input (tracemalloc, which sees numpy buffers);
-* the same against the implementation before the fused pass (``_can_apply_reference``, same
+* the same against the implementation before the fused pass (``can_apply_before_fusion``, same
   process, same array): the speed-up, the max |difference| (probs and scores, must be <= 1e-12,
   is 0 today; the uncertain masks must be equal), and both against a memory-bandwidth baseline (one
   ``P.copy()``, the least any CAN must do, and one ``np.add.reduce`` pass), with each
@@ -34,7 +34,8 @@ import numpy as np
 
 from benchmarks.common import MIB, format_table, write_results
 import zhnlp.tasks.can as can
-from zhnlp.tasks.can import EPS, _can_apply_reference, _loop_rows, can_adjust_loop, can_apply, uncertainty
+from zhnlp.tasks.can import EPS, _loop_rows, can_apply, uncertainty
+from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
 
 ROWS, CLASSES, SUBSET, CONCENTRATION = 1_000_000, 119, 2_000, 0.012
 PARAMS = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}
@@ -94,7 +95,7 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
     (t_vec, res), (t_ref, ref), (t_copy, _), (t_reduce, _) = best_times(
         [
             lambda: can_apply(P, prior, **PARAMS),
-            lambda: _can_apply_reference(P, prior, **PARAMS),
+            lambda: can_apply_before_fusion(P, prior, **PARAMS),
             lambda: P.copy(),
             lambda: np.add.reduce(P, axis=0),
         ],
@@ -115,7 +116,7 @@ def run(repeat: int = 1, tmp=None, rows: int = ROWS, loop_rows_full: int = 10) -
     expected = res.probs[unc_idx]
     del res
     peak = peak_alloc(lambda: can_apply(P, prior, **PARAMS))
-    peak_ref = peak_alloc(lambda: _can_apply_reference(P, prior, **PARAMS))
+    peak_ref = peak_alloc(lambda: can_apply_before_fusion(P, prior, **PARAMS))
     rss_vectorised = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # the 2,000-row subset: loop vs vectorised on identical input
@@ -207,7 +208,7 @@ def _phases(P: np.ndarray, prior: np.ndarray, res, repeat: int) -> dict:
 
 
 def _reference_correction(P, q, alpha, S, unc_idx, out) -> None:
-    """The correction loop of ``_can_apply_reference`` (iters=1), alone."""
+    """The correction loop of ``can_apply_before_fusion`` (iters=1), alone."""
     for start in range(0, unc_idx.size, can.CHUNK_ROWS):
         idx = unc_idx[start : start + can.CHUNK_ROWS]
         xa = np.maximum(P[idx], EPS) ** alpha
@@ -223,7 +224,7 @@ def summary(r: dict) -> str:
     ]
     d = r["max_abs_diff_vs_reference"]
     rows += [
-        ["before the fused pass (_can_apply_reference), same array", r["reference_s"], None, None, r["reference_peak_alloc_mib"]],
+        ["before the fused pass (can_apply_before_fusion), same array", r["reference_s"], None, None, r["reference_peak_alloc_mib"]],
         [f"fused pass: speed-up vs before = {r['speedup_vs_reference']:.2f}x", r["vectorised_s"], None, max(d.values()), None],
         [f"bandwidth baseline: P.copy() (CAN = {r['vectorised_s'] / r['copy_s']:.1f}x, before = {r['reference_s'] / r['copy_s']:.1f}x)", r["copy_s"], None, None, None],
         [f"bandwidth baseline: np.add.reduce(P, axis=0) (CAN = {r['vectorised_s'] / r['reduce_s']:.1f}x)", r["reduce_s"], None, None, None],

@@ -19,7 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stages.common import ROOT, StageRun, run, stage_item, stage_params, write_json
-from zhnlp.tasks.can import CanConfig, can_apply, summarize
+from zhnlp.tasks.can import CanConfig, can_apply
+from zhnlp.tasks.can_report import summarize
 from zhnlp.config import from_params
 from zhnlp.metrics import macro_f1, metric_key, plot_reliability, reliability_bins
 from zhnlp.tasks.predictions import PredictionError, load_predictions, read_meta, replace_probs, training_prior

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import zhnlp.tasks.can as can_module
-from zhnlp.tasks.can import EPS, CanConfig, _can_apply_reference, can_adjust, can_adjust_loop, can_apply, can_report, uncertainty
+from zhnlp.tasks.can import EPS, CanConfig, can_adjust, can_apply, uncertainty
+from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
+from zhnlp.tasks.can_report import can_report
 from zhnlp.config import ConfigError, from_params
 from zhnlp.tasks.predictions import PredictionError
 from shared_data import shared_data_dir
@@ -47,8 +49,8 @@ def test_vectorised_equals_the_literal_loop(iters, alpha):
 
 
 def assert_same_as_reference(P, prior, **kw):
-    """The fused pass == the pre-fusion code (kept as _can_apply_reference), bit for bit: mask, scores and probs."""
-    new, ref = can_apply(P, prior, **kw), _can_apply_reference(P, prior, **kw)
+    """The fused pass == the pre-fusion code (kept as can_apply_before_fusion), bit for bit: mask, scores and probs."""
+    new, ref = can_apply(P, prior, **kw), can_apply_before_fusion(P, prior, **kw)
     np.testing.assert_array_equal(new.uncertain, ref.uncertain)
     np.testing.assert_array_equal(new.uncertainty, ref.uncertainty)  # same np.partition per row: same bits
     np.testing.assert_array_equal(new.probs, ref.probs)  # the same sums in the same order: the same bits
@@ -131,7 +133,7 @@ def test_fused_pass_reports_the_same_bad_row_as_before(monkeypatch):
                 with pytest.raises(ValueError) as new:
                     can_apply(P, np.ones(5), **kw)
                 with pytest.raises(ValueError) as ref:
-                    _can_apply_reference(P, np.ones(5), **kw)
+                    can_apply_before_fusion(P, np.ones(5), **kw)
                 assert str(new.value) == str(ref.value) and str(new.value).startswith("probs row ")
         exact_checks.clear()
         can_apply(edge, np.ones(5))

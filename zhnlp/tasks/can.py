@@ -20,7 +20,7 @@ Algorithm
            X[i, :] = X[i, :] / sum(X[i, :])                 # row step
        p' = X[-1]
 
-   (``can_adjust_loop`` is this loop, literally; ``can_adjust`` computes the same numbers
+   (``zhnlp.tasks.can_reference.can_adjust_loop`` is this loop, literally; ``can_adjust`` computes the same numbers
    without it.)
 
 Choices where the spec leaves room
@@ -55,7 +55,7 @@ S and the output are bit-for-bit today's (a BLAS product would be ~10% faster, n
 The input checks are cheap supersets (row sums by BLAS, the chunk's minimum); a flagged
 block gets the exact checks, so a bad row gets the same message as ever. A second, batched
 pass corrects the uncertain rows, O(m) each. On 1M × 119 that is 2.1-2.4x faster than the
-separate passes (``_can_apply_reference``, kept for the tests and benchmarks/bench_can.py)
+separate passes (``zhnlp.tasks.can_reference.can_apply_before_fusion``, for the tests and the benchmark)
 and 6-7x one ``P.copy()``; np.partition's per-row selection is the largest single cost.
 
 *iters > 1* (exact, vectorised over uncertain rows). For one uncertain row, every later
@@ -91,7 +91,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from zhnlp.config import ConfigError, in_range
-from zhnlp.metrics import accuracy
 
 EPS = 1e-16
 SUM_TOLERANCE = 1e-6
@@ -456,94 +455,6 @@ def _reference_matrix(P: np.ndarray, conf_idx: np.ndarray) -> np.ndarray:
     return np.maximum(P[conf_idx], EPS)
 
 
-# --------------------------------------------------------------------------- reference
-
-
-def _can_apply_reference(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> CanResult:
-    """``can_apply`` as it was before the fused pass (separate validation, scoring, copy and
-    S passes, fancy-indexed copies), kept verbatim as the reference for tests and the benchmark."""
-    P, q = _validate(probs, prior, k, tau, alpha, iters)
-    alpha = float(alpha)
-    u = uncertainty(P, k)
-    uncertain = u >= tau
-    out = P.copy()
-    unc_idx = np.flatnonzero(uncertain)
-    conf_idx = np.flatnonzero(~uncertain)
-    reference = "confident" if conf_idx.size else "identity"
-    if unc_idx.size == 0:
-        return CanResult(out, uncertain, u, reference)
-    if iters > 1:  # unchanged code, shared with can_apply
-        return CanResult(out, uncertain, u, reference, _correct_all_iterated(P, q, alpha, iters, uncertain, out))
-    S = _reference_power_sums(P, conf_idx, alpha)
-    for start in range(0, unc_idx.size, CHUNK_ROWS):
-        idx = unc_idx[start : start + CHUNK_ROWS]
-        xa = np.maximum(P[idx], EPS) ** alpha
-        new = q * xa / (S + xa)
-        out[idx] = new / new.sum(axis=1, keepdims=True)
-    return CanResult(out, uncertain, u, reference)
-
-
-def _reference_power_sums(P: np.ndarray, conf_idx: np.ndarray, alpha: float) -> np.ndarray:
-    """S_c = Σ_{i∈C} C_ic^α, streamed over the confident rows (C is never materialised)."""
-    if conf_idx.size == 0:
-        return _reference_matrix(P, conf_idx).__pow__(alpha).sum(axis=0)
-    S = np.zeros(P.shape[1])
-    for start in range(0, conf_idx.size, CHUNK_ROWS):
-        S += (np.maximum(P[conf_idx[start : start + CHUNK_ROWS]], EPS) ** alpha).sum(axis=0)
-    return S
-
-
 def can_adjust(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> np.ndarray:
     """CAN-adjusted probabilities (a new N×m float64 array; confident rows unchanged)."""
     return can_apply(probs, prior, k=k, tau=tau, alpha=alpha, iters=iters).probs
-
-
-def can_adjust_loop(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> np.ndarray:
-    """The reference implementation: the spec's per-row loop, literally. O(N_uncertain·n·m·iters)."""
-    P, q = _validate(probs, prior, k, tau, alpha, iters)
-    uncertain = uncertainty(P, k) >= tau
-    C = _reference_matrix(P, np.flatnonzero(~uncertain))
-    out = P.copy()
-    idx = np.flatnonzero(uncertain)
-    out[idx] = _loop_rows(C, P[idx], q, float(alpha), iters)
-    return out
-
-
-# --------------------------------------------------------------------------- diagnostics
-
-
-def summarize(before: np.ndarray, after: np.ndarray, uncertain: np.ndarray, labels) -> dict:
-    """Accuracy before/after, overall and on the confident and uncertain rows (None when a subset is empty)."""
-    y = np.asarray(labels)
-    if y.shape != (before.shape[0],):
-        raise ValueError(f"labels must have one entry per row: {before.shape[0]} rows, labels shape {y.shape}")
-    pred_b = before.argmax(axis=1)
-    pred_a = after.argmax(axis=1)
-    right_b = pred_b == y
-    right_a = pred_a == y
-    conf = ~uncertain
-
-    def acc(mask_right, subset):
-        return float(mask_right[subset].mean()) if subset.any() else None
-
-    n = int(y.shape[0])
-    return {
-        "rows": n,
-        "uncertain_rows": int(uncertain.sum()),
-        "uncertain_share": float(uncertain.mean()) if n else None,
-        "accuracy_before": accuracy(y, pred_b) if n else None,
-        "accuracy_after": accuracy(y, pred_a) if n else None,
-        "accuracy_confident": acc(right_b, conf),
-        "accuracy_uncertain_before": acc(right_b, uncertain),
-        "accuracy_uncertain_after": acc(right_a, uncertain),
-        "changed_predictions": int((pred_a != pred_b).sum()),
-        "fixed": int((right_a & ~right_b).sum()),  # wrong before, right after
-        "broken": int((right_b & ~right_a).sum()),  # right before, wrong after
-    }
-
-
-def can_report(probs, prior, labels, **kw) -> dict:
-    """Run CAN and return the diagnostics of ``summarize`` plus the reference used."""
-    res = can_apply(probs, prior, **kw)
-    P = np.asarray(probs, dtype=np.float64)
-    return summarize(P, res.probs, res.uncertain, labels) | {"reference": res.reference}
