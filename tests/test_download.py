@@ -212,7 +212,7 @@ def test_file_urls_need_the_opt_in(tmp_path):
         ({"a//b": {"url": "http://h/x", "sha256": "0" * 64}}, r"file path 'a//b' is not allowed"),
         ({"a\\b": {"url": "http://h/x", "sha256": "0" * 64}}, r"is not allowed"),
         ({"a": {"url": "http://h/a", "sha256": "0" * 64}, "a/b": {"url": "http://h/b", "sha256": "0" * 64}}, r"'a/b' needs 'a' to be a folder"),
-        ({"f": {"url": "http://h/x", "sha256": "0" * 64, "urll": 1}}, r"^downloads\.x\.f: unknown key 'urll'; allowed keys: allow_file_url, deadline_s, max_bytes, sha256, url$"),
+        ({"f": {"url": "http://h/x", "sha256": "0" * 64, "urll": 1}}, r"^downloads\.x\.f: unknown key 'urll'; allowed keys: allow_file_url, deadline_s, extract, max_bytes, sha256, url$"),
         ({"f": {"url": "http://h/x"}}, r"missing required key 'sha256'"),
         ({"f": {"url": "http://h/x", "sha256": "abc"}}, r"^downloads\.x\.f\.sha256: 'abc' is not allowed; use 64 hex characters$"),
         ({"f": {"url": "ftp://h/x", "sha256": "0" * 64}}, r"^downloads\.x\.f\.url: 'ftp://h/x' is not allowed; only http\(s\)"),

@@ -1,7 +1,9 @@
 """Downloads pinned by sha256: http(s) only, an overall deadline, a size cap and nothing left behind.
 
 One ``downloads.<name>`` params entry maps relative file paths to :class:`FileSpec`
-(``url``, ``sha256``, optional ``max_bytes``, ``deadline_s``, ``allow_file_url``).
+(``url``, ``sha256``, optional ``max_bytes``, ``deadline_s``, ``allow_file_url``, ``extract``).
+An entry with ``extract`` is a zip or tar(.gz) archive: the sha256 pins the archive's bytes, and
+selected members land in the output folder (zhnlp/data/archive.py documents the fields and checks).
 
 - Only ``http://`` and ``https://`` URLs (redirects too); ``file://`` only where the entry
   says ``allow_file_url: true``, and only for a regular file.
@@ -9,9 +11,11 @@ One ``downloads.<name>`` params entry maps relative file paths to :class:`FileSp
   connection down when it passes, so a server that sends one byte every few seconds fails.
   A connection with no byte for ``STALL_S`` fails sooner.
 - ``max_bytes`` is checked against ``Content-Length`` before reading, and while reading.
-- Files stream into a temporary ``.part`` file renamed on success; :func:`fetch_all` fills a
-  staging folder renamed to the output folder once every file verified, and removes it on
-  any failure, so a failed download leaves neither ``.part`` files nor a half output folder.
+- Files stream into a temporary ``.part`` file renamed on success; :func:`fetch_into` fills a
+  staging folder renamed to the output folder once every file verified (and every archive
+  extracted), and removes it on any failure, so a failed download leaves neither ``.part``
+  files nor a half output folder. Archives download beside it and go once extracted.
+- Files are written with mode 0644, whatever the umask or an archive says.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from zhnlp.config import ConfigError, from_params, in_range, require_mapping
+from zhnlp.data.archive import ArchiveSpec, unpack
 from zhnlp.errors import UserError
 
 CHUNK = 1 << 20
@@ -72,6 +77,9 @@ class FileSpec:
     max_bytes: int = DEFAULT_MAX_BYTES
     deadline_s: float = DEFAULT_DEADLINE_S
     allow_file_url: bool = False
+    # None: a plain file. Typed without "| None" so that a mistake inside ``extract`` keeps its own
+    # one-line message (zhnlp.config reports a failed union member only as "expected ... or null").
+    extract: ArchiveSpec = None  # type: ignore[assignment]
 
     def validate(self, where: str) -> None:
         if not SHA256.match(self.sha256):
@@ -291,6 +299,7 @@ def fetch(
             digest, size = _stream(url, out, max_bytes, deadline_s, stall_s, ssl_context)
         if digest != sha256.lower():
             raise ChecksumError(f"{url}: sha256 mismatch: expected {sha256.lower()}, got {digest} ({size} bytes)")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -298,24 +307,48 @@ def fetch(
     return size
 
 
-def fetch_all(files: Mapping[str, FileSpec], out_dir: Path, *, stall_s: float = STALL_S) -> int:
-    """Every file into ``out_dir`` (replaced only once all verified); total bytes. On failure
-    neither ``out_dir``'s new content nor any staging file remains."""
+@dataclass
+class Fetched:
+    """What :func:`fetch_into` brought: bytes downloaded (archives included), and extracted."""
+
+    bytes: int = 0
+    extracted_files: int = 0
+    extracted_bytes: int = 0
+
+
+def fetch_into(files: Mapping[str, FileSpec], out_dir: Path, *, stall_s: float = STALL_S) -> Fetched:
+    """Every file into ``out_dir`` (replaced only once all verified and extracted). On failure
+    neither ``out_dir``'s new content nor any staging file or archive remains."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    archives = out_dir.with_name(f".{out_dir.name}.archives")  # outside the output: a member never meets one
+    for folder in (staging, archives):
+        shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
     staging.mkdir(parents=True)
+    done = Fetched()
     try:
-        total = 0
-        for rel, spec in files.items():
-            total += fetch(
-                spec.url, spec.sha256, staging / rel,
+        # plain files first: an archive member then never lands where a later file would overwrite it
+        for rel, spec in sorted(files.items(), key=lambda item: item[1].extract is not None):
+            dest = staging / rel if spec.extract is None else archives / rel
+            done.bytes += fetch(
+                spec.url, spec.sha256, dest,
                 max_bytes=spec.max_bytes, deadline_s=spec.deadline_s, allow_file_url=spec.allow_file_url, stall_s=stall_s,
             )
+            if spec.extract is not None:
+                count, size = unpack(dest, staging, rel, spec.extract, spec.url)
+                done.extracted_files += count
+                done.extracted_bytes += size
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return total
+    finally:
+        shutil.rmtree(archives, ignore_errors=True)
+    return done
+
+
+def fetch_all(files: Mapping[str, FileSpec], out_dir: Path, *, stall_s: float = STALL_S) -> int:
+    """:func:`fetch_into`, returning the bytes downloaded."""
+    return fetch_into(files, out_dir, stall_s=stall_s).bytes
