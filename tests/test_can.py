@@ -14,7 +14,8 @@ import pytest
 import zhnlp.tasks.can as can_module
 from zhnlp.tasks.can import EPS, CanConfig, can_adjust, can_apply, uncertainty
 from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
-from zhnlp.tasks.can_report import can_report
+from zhnlp.tasks.can_report import can_report, reference_check, render_markdown, split_metrics
+from zhnlp.tasks.can_select import CanParams, dev_selected, select_on_dev
 from zhnlp.config import ConfigError, from_params
 from zhnlp.tasks.predictions import PredictionError
 from shared_data import shared_data_dir
@@ -307,10 +308,10 @@ def test_can_stage_writes_same_schema_metrics_and_reliability(tmp_path):
     write_predictions(tmp_path, "tnews", "tfidf", P[::-1].copy(), y[::-1].copy(), [0, *counts[1:]], splits=("dev",))
     out_dir = tmp_path / "data" / "predictions_can" / "clue" / "tnews"
     cfg = {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1}
-    metrics, rel_rows, curves = run_task(tmp_path / "data" / "predictions" / "clue" / "tnews", out_dir, CanConfig(**cfg))
+    metrics, rel_rows, curves = run_task(tmp_path / "data" / "predictions" / "clue" / "tnews", out_dir, CanParams(**cfg))
 
     assert set(metrics) == {"char", "tfidf"}
-    assert set(metrics["char"]) == {"dev", "test_public"} and set(metrics["tfidf"]) == {"dev"}
+    assert set(metrics["char"]) == {"dev", "test_public", "dev_selected"} and set(metrics["tfidf"]) == {"dev", "dev_selected"}
     r = metrics["char"]["test_public"]
     for key in ("accuracy_before", "accuracy_after", "uncertain_rows", "accuracy_confident", "accuracy_uncertain_before",
                 "accuracy_uncertain_after", "macro_f1_before", "macro_f1_after", "ece_before", "ece_after"):
@@ -344,10 +345,10 @@ def test_can_stage_rejects_predictions_that_break_the_contract(tmp_path):
     bad[3] *= 2
     write_predictions(tmp_path, "t", "word", bad, y, counts, splits=("dev",))
     with pytest.raises(PredictionError, match=r"word/dev.parquet: probs row 3 sums to"):
-        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanConfig())
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanParams())
     (d / "meta.json").write_text(json.dumps({"labels": ["a", "b"], "train_label_counts": [1, 2]}))
     with pytest.raises(PredictionError, match="row 0 has 6 probabilities; the task has 2 labels"):
-        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanConfig())
+        run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", CanParams())
 
 
 def test_can_params_are_strict():
@@ -375,9 +376,143 @@ def test_can_output_keeps_pred_id_consistent_with_probs(tmp_path):
     for split in ("dev", "test_public"):
         write_predictions(d / f"{split}.parquet", [str(i) for i in range(len(y))], P, y)
     (d / "meta.json").write_text(json.dumps({"labels": [f"l{i}" for i in range(P.shape[1])], "train_label_counts": list(counts)}))
-    run_task(tmp_path / "pred", tmp_path / "out", CanConfig())
+    run_task(tmp_path / "pred", tmp_path / "out", CanParams())
     table = pq.read_table(tmp_path / "out" / "char" / "dev.parquet")
     assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
     adjusted = np.array(table.column("probs").to_pylist())
     assert table.column("pred_id").to_pylist() == adjusted.argmax(axis=1).tolist()
     assert (adjusted.argmax(axis=1) != P.argmax(axis=1)).any()  # CAN changed some predictions
+
+
+# --------------------------------------------------------------------------- the reference set and τ/α picked on dev
+
+
+def prior_mismatch_case(per_class=10):
+    """Three balanced classes, a prior (training counts) that says class 0 is 90%, and a model that is always
+    right: per class ``per_class`` confident rows (0.9 on the label, u = 0.359) and ``per_class`` hesitant
+    ones (0.5 on the label, 0.25 elsewhere: u = 0.946). Su's τ = 0.9 corrects the hesitant rows towards
+    the wrong prior, so CAN can only break predictions; τ = 0.95 leaves them alone."""
+    rows, labels = [], []
+    for c in range(3):
+        for p_label, rest in ((0.9, 0.05), (0.5, 0.25)):
+            row = np.full(3, rest)
+            row[c] = p_label
+            rows += [row] * per_class
+            labels += [c] * per_class
+    return np.array(rows), np.array(labels), [90, 5, 5]
+
+
+def test_uncertainty_of_the_constructed_rows():
+    u = uncertainty(np.array([[0.9, 0.05, 0.05], [0.25, 0.5, 0.25]]), k=3)
+    assert u[0] == pytest.approx(0.3590, abs=1e-4) and u[1] == pytest.approx(0.9464, abs=1e-4)
+
+
+def test_reference_size_accuracy_and_warning():
+    # 4 classes, 10 rows: rows 0-2 confident (u = 0.24 < 0.9), one of them right; rows 3-9 uniform-ish (u ~ 1)
+    P = np.full((10, 4), 0.25)
+    P[:3] = [0.94, 0.02, 0.02, 0.02]
+    y = np.array([0, 1, 2, 0, 1, 2, 3, 0, 1, 2])
+    params = CanParams()
+    assert params.min_reference_rows(4) == 30 and params.min_reference_rows(119) == 238  # max(30, 2 x classes)
+    _, r = split_metrics(P, [1, 1, 1, 1], y, k=3, tau=0.9, alpha=1.0, iters=1, min_rows=params.min_reference_rows(4))
+    assert r["reference_rows"] == 3 and r["reference_accuracy"] == pytest.approx(1 / 3) and r["accuracy_confident"] == r["reference_accuracy"]
+    assert r["reference_too_small"] and r["reference_min_rows"] == 30 and r["classes"] == 4
+    assert "reference of 3 confident rows is below 30" in r["reference_warning"] and "applied anyway, flagged" in r["reference_warning"]
+    assert (r["tau"], r["alpha"], r["k"], r["iters"]) == (0.9, 1.0, 3, 1)
+    # a lower bar: 3 rows are enough, no warning
+    small = CanParams(min_reference=2, min_reference_per_class=0.5)
+    assert small.min_reference_rows(4) == 2
+    _, r = split_metrics(P, [1, 1, 1, 1], y, k=3, tau=0.9, alpha=1.0, iters=1, min_rows=small.min_reference_rows(4))
+    assert not r["reference_too_small"] and r["reference_warning"] is None
+    # no confident row at all: the identity reference, always flagged
+    _, r = split_metrics(P[3:], [1, 1, 1, 1], y[3:], k=3, tau=0.9, alpha=1.0, iters=1, min_rows=2)
+    assert r["reference_rows"] == 0 and r["reference_accuracy"] is None and r["reference_identity"]
+    assert r["reference_too_small"] and "identity matrix I_4" in r["reference_warning"]
+    assert reference_check(30, 4, 30)["reference_too_small"] is False and reference_check(29, 4, 30)["reference_too_small"] is True
+
+
+def test_dev_selection_picks_a_no_op_setting_where_the_defaults_hurt():
+    P, y, counts = prior_mismatch_case()
+    prior = np.asarray(counts, dtype=float) / sum(counts)
+    _, fixed = split_metrics(P, prior, y, k=3, tau=0.9, alpha=1.0, iters=1, min_rows=30)
+    # the defaults break every hesitant row of classes 1 and 2 (10 each), fix nothing
+    assert fixed["accuracy_before"] == 1.0 and fixed["broken"] == 20 and fixed["fixed"] == 0
+    assert fixed["accuracy_after"] == pytest.approx(40 / 60) and fixed["reference_rows"] == 30 and not fixed["reference_too_small"]
+
+    params = CanParams(tau_grid=(0.5, 0.9, 0.95, 0.99), alpha_grid=(1.0, 2.0))
+    pick, grid = select_on_dev(P, prior, y, k=3, iters=1, tau_grid=params.tau_grid, alpha_grid=params.alpha_grid)
+    assert len(grid) == 8 and [(g["tau"], g["alpha"]) for g in grid[:2]] == [(0.5, 1.0), (0.5, 2.0)]
+    by = {(g["tau"], g["alpha"]): g for g in grid}
+    assert by[(0.9, 1.0)]["dev_right"] == 40 and by[(0.9, 1.0)]["dev_changed"] == 20 and by[(0.9, 1.0)]["reference_rows"] == 30
+    assert by[(0.95, 1.0)]["dev_right"] == 60 and by[(0.95, 1.0)]["dev_changed"] == 0 and by[(0.95, 1.0)]["reference_rows"] == 60
+    # four settings tie at 100%, no change, no corrected row: the larger τ wins, then α nearer 1
+    assert pick == {"tau": 0.99, "alpha": 1.0}
+
+    # the test split: same rows shuffled; the pick is evaluated there, and does no harm
+    order = np.random.default_rng(0).permutation(len(y))
+    out = dev_selected({"dev": (P, y), "test_public": (P[order], y[order])}, prior, params, k=3)
+    assert (out["tau"], out["alpha"], out["unbiased_split"]) == (0.99, 1.0, "test_public")
+    assert out["test_public"]["accuracy_after"] == out["test_public"]["accuracy_before"] == 1.0
+    assert out["test_public"]["changed_predictions"] == 0 and out["test_public"]["reference_rows"] == 60
+    assert "dev accuracy" in out["selected_by"] and len(out["grid"]) == 8
+    assert dev_selected({"dev": (P, y)}, prior, params, k=3)["test_public"] is None
+
+
+def test_dev_selection_tie_goes_to_the_fewest_changes_and_never_loses_to_a_default_in_the_grid():
+    P, y, counts = biased_case(n=900, seed=3)
+    prior = np.asarray(counts, dtype=float)
+    pick, grid = select_on_dev(P, prior, y, k=3, iters=1, tau_grid=(0.5, 0.9, 0.99), alpha_grid=(0.5, 1.0, 2.0))
+    best = max(g["dev_right"] for g in grid)
+    chosen = next(g for g in grid if (g["tau"], g["alpha"]) == (pick["tau"], pick["alpha"]))
+    assert chosen["dev_right"] == best >= next(g["dev_right"] for g in grid if (g["tau"], g["alpha"]) == (0.9, 1.0))
+    assert chosen["dev_changed"] == min(g["dev_changed"] for g in grid if g["dev_right"] == best)
+    assert best > round(accuracy_of(P, y) * len(y))  # on this biased case some setting helps on dev
+
+
+def accuracy_of(P, y):
+    return float((P.argmax(axis=1) == y).mean())
+
+
+def test_can_stage_reports_reference_and_both_variants(tmp_path):
+    from stages.can import run_task
+
+    P, y, counts = prior_mismatch_case()
+    write_predictions(tmp_path, "t", "char", P, y, counts)
+    write_predictions(tmp_path, "t", "word", P, y, counts, splits=("dev",))
+    params = CanParams(tau_grid=(0.9, 0.95), alpha_grid=(1.0,), min_reference=40)
+    metrics, _, _ = run_task(tmp_path / "data" / "predictions" / "clue" / "t", tmp_path / "out", params)
+    r = metrics["char"]["test_public"]
+    assert r["reference_rows"] == 30 and r["reference_accuracy"] == 1.0 and r["reference_too_small"] and r["reference_min_rows"] == 40
+    assert r["accuracy_after"] < r["accuracy_before"] and (r["tau"], r["alpha"]) == (0.9, 1.0)
+    sel = metrics["char"]["dev_selected"]
+    assert (sel["tau"], sel["alpha"]) == (0.95, 1.0) and sel["test_public"]["accuracy_after"] == 1.0
+    assert not sel["test_public"]["reference_too_small"]  # 60 confident rows >= 40
+    assert metrics["word"]["dev_selected"]["test_public"] is None
+
+    md = render_markdown("t", metrics, {"k": 3, "tau": 0.9, "alpha": 1.0, "iters": 1},
+                         {"tau_grid": params.tau_grid, "alpha_grid": params.alpha_grid, "selected_by": "dev accuracy"})
+    assert "| char | test_public | 60 | 3 | 30 / 40 † | 100.00 | 30 | 100.00 → 66.67 | 0 / 20 |" in md
+    assert "## τ and α picked on dev (τ ∈ {0.9, 0.95}, α ∈ {1})" in md and "**test_public is the only unbiased estimate**" in md
+    assert "| char | 0.95 | 1 | 100.00 → 100.00 | 100.00 → 100.00 | 60 / 40 | 100.00 | 0 / 0 |" in md
+    assert "| word | 0.95 | 1 | 100.00 → 100.00 | no test_public split: no unbiased estimate |" in md
+    assert "- char test_public (Su's defaults): reference of 30 confident rows is below 40" in md
+    assert not any(line.startswith("- char test_public (dev-picked") for line in md.splitlines())
+
+
+def test_can_stage_params_are_strict_and_match_params_yaml():
+    import yaml
+
+    entry = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["can"]
+    params = from_params(CanParams, entry, "can")
+    assert params.fixed() == CanConfig(k=3, tau=0.9, alpha=1.0, iters=1) and params.select_on_dev
+    assert 0.9 in params.tau_grid and 1.0 in params.alpha_grid  # Su's defaults are among the dev candidates
+    for bad, message in (
+        ({"tau_grid": [0.5, 1.5]}, r"can.tau_grid\[1\]: 1.5 is not allowed; use numbers in \(0, 1\]"),
+        ({"alpha_grid": []}, "can.alpha_grid: empty; list at least one value"),
+        ({"min_reference": -1}, "can.min_reference: -1 is not allowed"),
+        ({"select_on_dev": "yes"}, "can.select_on_dev: 'yes' is not allowed; expected bool"),
+        ({"tau": 0}, r"can.tau: 0.0 is not allowed"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            from_params(CanParams, entry | bad, "can")
+    assert from_params(CanParams, entry | {"alpha_grid": [], "select_on_dev": False}, "can").alpha_grid == ()

@@ -1,7 +1,9 @@
 """Model × task leaderboards aggregated by power means over ONE task set (techniques.md §2).
 
 :func:`leaderboard_from_reports` reads the finetune and CAN reports of a project (test_public
-scores when every model has them, else dev) and the generation heads' headline figures;
+scores when every model has them, else dev), the generation heads' headline figures (each with its
+unit, :func:`extra_unit`), each task's majority/chance baseline (:mod:`zhnlp.tasks.task_baselines`)
+and what stands behind each +CAN score (:mod:`zhnlp.tasks.leaderboard_can`);
 ``build_leaderboard`` checks that every row (model, or model+CAN) has every task of the
 set, computes AM/GM/HM (and any other γ) per row and metric, the ranks under each mean
 and whether those rankings agree. The result is plain JSON data; :mod:`zhnlp.tasks.leaderboard_report`
@@ -24,6 +26,8 @@ from pathlib import Path
 from zhnlp.config import ConfigError
 from zhnlp.errors import UserError
 from zhnlp.metrics import kendall_tau, mean_name, power_mean, rank, swapped_pairs
+from zhnlp.tasks.leaderboard_can import can_summary
+from zhnlp.tasks.task_baselines import task_baselines
 from zhnlp.tasks.task_kinds import task_kind
 
 CAN_SUFFIX = "+CAN"
@@ -41,6 +45,13 @@ EXTRA_COLUMNS = (
     "lccc.untrained.test.perplexity",
     "lccc.trained.test.bleu4",
     "lccc.trained.test.distinct2",
+)
+# How each extra metric is stored and shown: (title, factor to the shown unit); the leaf name picks it.
+EXTRA_UNITS = (
+    ("accuracy", "accuracy{beam} (%)", 100.0),
+    ("bleu", "BLEU-{n} (0–100)", 1.0),
+    ("distinct", "distinct-{n} (%)", 100.0),
+    ("perplexity", "perplexity (≥ 1, lower is better)", 1.0),
 )
 
 
@@ -188,6 +199,7 @@ def build_leaderboard(
         "models": models,
         "agreement": agreement,
         "extra_columns": sorted(extra_columns),
+        "extra_units": {c: extra_unit(c) for c in sorted(extra_columns)},
         "notes": notes,
     }
 
@@ -213,7 +225,29 @@ def leaderboard_from_reports(root: Path, models: Sequence[str], tasks: Sequence[
         raise LeaderboardError(str(err) + (f". Details: {'; '.join(dict.fromkeys(hints))}" if hints else "")) from err
     board["recipes"] = recipes
     board["task_kinds"] = {t: kinds.get(t, "classification") for t in board["tasks"]}
+    board["baselines"], more = task_baselines(root, board["tasks"], board["splits"], board["task_kinds"])
+    can_reports = {t: _read_json(p) for t in board["tasks"] if (p := root / "reports" / "can" / f"{t}.json").is_file()}
+    board["can"] = can_summary(can_reports, list(models), board["splits"])
+    board["notes"] += more
     return board
+
+
+def extra_unit(column: str) -> dict:
+    """How the report shows an extra column: {"title", "scale"} (shown = scale × stored value).
+
+    Accuracies and distinct-n are stored as fractions and shown in %, BLEU is stored and shown in 0–100,
+    perplexity as is; any other metric is shown as stored.
+    """
+    parts = column.split(".")
+    leaf, where = parts[-1], " ".join(parts[:-1])
+    shown, scale = f"{leaf} (as stored)", 1.0
+    for stem, title, factor in EXTRA_UNITS:
+        if leaf.startswith(stem):
+            rest = leaf[len(stem):].lstrip("_")
+            beam = f", beam {rest[4:]}" if rest.startswith("beam") else ""
+            shown, scale = title.format(beam=beam, n=rest or "n"), factor
+            break
+    return {"title": f"{where}: {shown}" if where else shown, "scale": scale}
 
 
 def _read_json(path: Path):
