@@ -43,7 +43,7 @@ def main() -> None:
         )
         t0 = time.perf_counter()
         try:
-            stats = encode_documents(tok, documents, out_dir, config)
+            stats = encode_documents(tok, documents, out_dir, config, desc=f"encode@{name}")
         except (BadInputError, FileNotFoundError, ValueError) as err:
             fail(str(err))
         seconds = time.perf_counter() - t0

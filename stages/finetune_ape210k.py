@@ -35,6 +35,7 @@ from zhnlp.config import check_name, from_params  # noqa: E402
 from zhnlp.data.split_carving import missing_splits_message  # noqa: E402
 from zhnlp.models.checkpoint import inspect_checkpoint, mlm_head_warning  # noqa: E402
 from zhnlp.tasks.seq2seq import ApeSettings, finetune  # noqa: E402
+from zhnlp.progress import write as progress_write  # noqa: E402
 
 STAGE = "finetune_ape210k"
 SPLITS = ("train", "valid", "test")
@@ -46,7 +47,7 @@ def backbone_dir(name: str):
 
 
 def say(message: str) -> None:
-    print(f"[{STAGE}] {message}", flush=True)
+    progress_write(f"[{STAGE}] {message}")  # above an open progress bar, not glued to it
 
 
 def main() -> None:
@@ -67,7 +68,7 @@ def main() -> None:
     pred_dir = ROOT / "data" / "predictions" / "ape210k"
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}) if is_main else nullcontext() as tracker:
+    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}, model=backbone.name, task="ape210k", backbone=backbone.name, recipe="unilm-seq2seq") if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")

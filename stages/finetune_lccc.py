@@ -34,6 +34,7 @@ from zhnlp.data.split_carving import missing_splits_message  # noqa: E402
 from zhnlp.models.checkpoint import inspect_checkpoint, mlm_head_warning  # noqa: E402
 from zhnlp.tasks.dialogue import DialogueSettings, finetune, samples_markdown  # noqa: E402
 from zhnlp.tasks.generation import save_head  # noqa: E402
+from zhnlp.progress import write as progress_write  # noqa: E402
 
 STAGE = "finetune_lccc"
 SPLITS = ("train", "valid", "test")
@@ -45,7 +46,7 @@ def backbone_dir(name: str):
 
 
 def say(message: str) -> None:
-    print(f"[{STAGE}] {message}", flush=True)
+    progress_write(f"[{STAGE}] {message}")  # above an open progress bar, not glued to it
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
     report_dir = ROOT / "reports" / STAGE
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}) if is_main else nullcontext() as tracker:
+    with StageRun(STAGE, params | {"checkpoint": checkpoint.summary()}, model=backbone.name, task="lccc", backbone=backbone.name, recipe=f"dialogpt-{settings.loss_on}") if is_main else nullcontext() as tracker:
 
         def on_log(row: dict) -> None:
             say(f"step {row['step']}: loss {row['loss']:.4f}")

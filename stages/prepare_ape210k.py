@@ -7,6 +7,7 @@ from zhnlp.data.ape210k import APE_SCHEMA, ApeParams, iter_problems
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy, check_file
 from zhnlp.data.split_carving import RoutedSinks, SplitRouter
+from zhnlp.progress import progress
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
         check_file(root / name, f"ape210k split {split!r}:")
 
     router = SplitRouter(config.carve)
-    with StageRun("prepare_ape210k", params) as stage:
+    with StageRun("prepare_ape210k", params, task="ape210k") as stage:
         stats = {s: SplitStats(s) for name in config.splits for s in router.targets(name)}
         with RowPolicy(config.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
             for split, name in config.splits.items():
@@ -40,7 +41,7 @@ def _write_split(path, split: str, policy: RowPolicy, router: SplitRouter, out_d
         stats[target].add(len(row["question"]), None, row)
 
     with RoutedSinks(router, split, out_dir, lambda path: ParquetSink(path, APE_SCHEMA), count) as sinks:
-        for row in iter_problems(path, policy):
+        for row in progress(iter_problems(path, policy), f"ape210k {split}"):
             sinks.write(row, str(row["id"]))  # the problem id decides a carved row's split
             read += 1
     return read

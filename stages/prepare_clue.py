@@ -16,6 +16,7 @@ from zhnlp.data.clue import ClueParams, reader_for, split_paths
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy
 from zhnlp.data.split_carving import RoutedSinks, SplitRouter, parse_carves
+from zhnlp.progress import progress
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     router = SplitRouter(parse_carves(spec.carve, files, f"clue.tasks.{task}.carve"))
     reader = reader_for(spec.kind)
 
-    with StageRun(f"prepare_clue@{task}", params | {"kind": spec.kind}) as stage:
+    with StageRun(f"prepare_clue@{task}", params | {"kind": spec.kind}, task=task) as stage:
         stats: dict[str, SplitStats] = {}
         repaired: Counter = Counter()  # rows kept after a repair the reader names (e.g. fixed_answer_offsets)
 
@@ -45,7 +46,7 @@ def main() -> None:
                     stats.setdefault(target, SplitStats(target))
                 sink = lambda path: ParquetSink(path, reader.schema)  # noqa: E731
                 with RoutedSinks(router, split, out_dir, sink, count) as sinks:
-                    for row in reader.iter_split(paths, split, policy, spec, repaired):
+                    for row in progress(reader.iter_split(paths, split, policy, spec, repaired), f"{task} {split}"):
                         sinks.write(row, reader.carve_key(row))
                 kept = sum(stats[s].rows for s in router.targets(split))
                 policy.check_split(paths[0], split, kept, mark, config.max_bad_ratio)

@@ -7,6 +7,7 @@ from zhnlp.data.lccc import LCCC_SCHEMA, DialogueCleaner, LcccParams, iter_dialo
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy, check_file
 from zhnlp.data.split_carving import RoutedSinks, SplitRouter
+from zhnlp.progress import progress
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
         check_file(root / source.file, f"lccc split {split!r}:")
 
     router = SplitRouter(config.carve)
-    with StageRun("prepare_lccc", params) as stage:
+    with StageRun("prepare_lccc", params, task="lccc") as stage:
         stats = {s: SplitStats(s) for name in config.splits for s in router.targets(name)}
         with RowPolicy(config.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
             for split, source in config.splits.items():
@@ -41,7 +42,7 @@ def _write_split(path, key, split: str, policy: RowPolicy, cleaner: DialogueClea
         stats[target].add(sum(len(t) for t in row["turns"]), None, row)
 
     with RoutedSinks(router, split, out_dir, lambda path: ParquetSink(path, LCCC_SCHEMA), count) as sinks:
-        for row in iter_dialogues(path, policy, cleaner, key=key):
+        for row in progress(iter_dialogues(path, policy, cleaner, key=key), f"lccc {split}", unit="dialogues"):
             sinks.write(row, "\n".join(row["turns"]))  # the dialogue's text decides a carved row's split
             read += 1
     return read

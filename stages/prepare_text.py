@@ -13,6 +13,7 @@ from zhnlp.config import from_params
 from zhnlp.data.report import SplitStats, markdown_report
 from zhnlp.data.rows import ParquetSink, RowPolicy, check_file
 from zhnlp.data.unlabeled_text import TEXT_SCHEMA, TextSource, iter_unlabeled
+from zhnlp.progress import progress
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
         with RowPolicy(source.on_bad_rows, out_dir / "quarantine.jsonl") as policy:
             mark = policy.mark()
             with ParquetSink(out_dir / "text.parquet", TEXT_SCHEMA) as sink:
-                for row in iter_unlabeled(path, source.field, policy):
+                for row in progress(iter_unlabeled(path, source.field, policy), f"text {name}"):
                     sink.write(row)
                     stats.add(len(row["text"]), None, row)
             policy.check_split(path, "text", stats.rows, mark, source.max_bad_ratio)

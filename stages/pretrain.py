@@ -5,7 +5,8 @@ Reads params ``pretrain.model``, ``pretrain.training`` and ``pretrain.backbones.
 ``models/tokenizers/<tok>/`` and shards ``data/encoded/<tok>/{train,heldout}-*.parquet``.
 Writes ``models/pretrain/<backbone>/`` (safetensors + tokenizer), checkpoints in
 ``models/pretrain/<backbone>-checkpoints/`` (kept between runs), metrics
-``reports/pretrain/<backbone>.json`` and the loss curve ``reports/pretrain/<backbone>_loss.json``.
+``reports/pretrain/<backbone>.json`` and the loss curves ``reports/pretrain/<backbone>_loss.json`` (training) and
+``reports/pretrain/<backbone>_eval_loss.json`` (held out).
 
 Resume (:mod:`zhnlp.train.resume`): when the checkpoint dir holds a usable ``checkpoint-N`` and
 its signature (params, tokenizer and shard contents, world size, library versions, training code)
@@ -38,14 +39,15 @@ from zhnlp.tasks.pretraining import (  # noqa: E402
     run_components,
     save_backbone,
 )
-from zhnlp.train.callbacks import loss_curve  # noqa: E402
+from zhnlp.train.callbacks import eval_curve, loss_curve  # noqa: E402
 from zhnlp.train.distributed import die_with_launcher, rank_and_world  # noqa: E402
 from zhnlp.text.shards import shard_paths  # noqa: E402
 from zhnlp.train.resume import resume_or_train  # noqa: E402
+from zhnlp.progress import write as progress_write  # noqa: E402
 
 
 def say(message: str) -> None:
-    print(f"[pretrain] {message}", flush=True)
+    progress_write(f"[pretrain] {message}")  # above an open progress bar, not glued to it
 
 
 def main() -> None:
@@ -86,7 +88,7 @@ def main() -> None:
             capacity = info["capacity"]
             say(f"capacity check: hidden_size {capacity.hidden_size} < 8.33 ln({capacity.vocab_size}) = {capacity.floor:.1f}")
 
-    with StageRun(stage, params) if is_main else nullcontext() as tracker:
+    with StageRun(stage, params, model=backbone, task="pretraining", backbone=backbone) if is_main else nullcontext() as tracker:
         # The Trainer's MLflow callback logs into this run.
         outcome = resume_or_train(setup.trainer, components, on_decision=lambda d: say(f"{stage}: {d.reason}"))
         decision = outcome.decision
@@ -98,8 +100,8 @@ def main() -> None:
         save_backbone(setup, out_dir, tok_dir)
         metrics = final_metrics(setup, final_eval)
         write_json(report_dir / f"{backbone}.json", metrics)
-        curve = loss_curve(setup.trainer.state.log_history)
-        write_json(report_dir / f"{backbone}_loss.json", curve)
+        write_json(report_dir / f"{backbone}_loss.json", loss_curve(setup.trainer.state.log_history))
+        write_json(report_dir / f"{backbone}_eval_loss.json", eval_curve(setup.trainer.state.log_history))
 
         throughput = setup.throughput.summary()
         speed = {  # how this run went: MLflow only
@@ -119,6 +121,7 @@ def main() -> None:
             "pretrain_run.txt",
         )
         tracker.log_artifact(report_dir / f"{backbone}_loss.json")
+        tracker.log_artifact(report_dir / f"{backbone}_eval_loss.json")
         mfu = f", MFU {speed['mfu']:.1%}" if speed["mfu"] is not None else (", MFU unknown" if info["device"] != "cpu" else "")
         acc = f", masked-token accuracy {metrics['masked_token_accuracy']:.4f}" if "masked_token_accuracy" in metrics else ""
         tps = f"{speed['tokens_per_second']:,.0f} tokens/s" if speed["tokens_per_second"] else "no steps trained in this run"

@@ -38,6 +38,7 @@ from zhnlp.config import ConfigError, choice, from_params, in_range
 from zhnlp.metrics import corpus_bleu, distinct_n
 from zhnlp.models.decoding import BertDecoder, Prompt, load_model
 from zhnlp.models.search import sample
+from zhnlp.progress import counter
 from zhnlp.train.arguments import TrainingSettings
 from zhnlp.train.heads import TrainResult, compare_with_untrained, train_head, training_components
 
@@ -200,25 +201,32 @@ def generate_replies(
     settings: DialogueSettings,
     generator: torch.Generator,
     sampling: SamplingSettings | None = None,
+    *,
+    show_progress: bool = True,
 ) -> list[str]:
-    """One sampled reply per context (token ids per turn), in order; batches of ``eval_batch_size``."""
+    """One sampled reply per context (token ids per turn), in order; batches of ``eval_batch_size``.
+
+    ``show_progress``: a bar over the contexts (:mod:`zhnlp.progress`); the chat turns it off.
+    """
     s = sampling or settings.sampling
     budget = min(settings.max_seq_len, model.config.max_position_embeddings) - s.max_new_tokens
     decoder = BertDecoder(model, kind="causal")
     replies: list[str] = []
-    for start in range(0, len(contexts), settings.eval_batch_size):
-        prompts = [reply_prompt(c, cls_id=codec.cls_id, sep_id=codec.sep_id, budget=budget) for c in contexts[start : start + settings.eval_batch_size]]
-        gens = sample(
-            decoder,
-            prompts,
-            max_new_tokens=s.max_new_tokens,
-            eos_id=codec.sep_id,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            temperature=s.temperature,
-            generator=generator,
-        )
-        replies += [codec.decode(g.tokens) for g in gens]
+    with counter("sampling replies", total=len(contexts), unit="dialogues", show=show_progress) as bar:
+        for start in range(0, len(contexts), settings.eval_batch_size):
+            prompts = [reply_prompt(c, cls_id=codec.cls_id, sep_id=codec.sep_id, budget=budget) for c in contexts[start : start + settings.eval_batch_size]]
+            gens = sample(
+                decoder,
+                prompts,
+                max_new_tokens=s.max_new_tokens,
+                eos_id=codec.sep_id,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                temperature=s.temperature,
+                generator=generator,
+            )
+            replies += [codec.decode(g.tokens) for g in gens]
+            bar.update(len(prompts))
     return replies
 
 
@@ -391,6 +399,6 @@ class ChatSession:
             raise ValueError("empty input")
         self.history.append(text)
         context = self.codec.encode_many(self.history)
-        answer = generate_replies(self.model, self.codec, [context], self.settings, self.generator, self.sampling)[0]
+        answer = generate_replies(self.model, self.codec, [context], self.settings, self.generator, self.sampling, show_progress=False)[0]
         self.history.append(answer)
         return answer

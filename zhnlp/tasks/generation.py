@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from zhnlp.models.unilm import IGNORE, additive_mask, build_mask
+from zhnlp.progress import counter
 
 __all__ = [
     "TextCodec",
@@ -201,10 +202,12 @@ def evaluate_loss(model, examples: Sequence[Example], mask_kind: str, *, pad_id:
     device = _model_device(model)
     total, count = 0.0, 0
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # less padding
-    for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start : start + batch_size]])
-        s, n = bert_lm_loss(model, {k: v.to(device) for k, v in batch.items()}, mask_kind)
-        total, count = total + float(s), count + int(n)
+    with counter("evaluation loss", total=len(order), unit="examples") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = collate([examples[i] for i in order[start : start + batch_size]])
+            s, n = bert_lm_loss(model, {k: v.to(device) for k, v in batch.items()}, mask_kind)
+            total, count = total + float(s), count + int(n)
+            bar.update(len(batch["input_ids"]))
     model.train(was_training)
     loss = total / count if count else float("nan")
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}

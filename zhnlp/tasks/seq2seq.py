@@ -34,6 +34,7 @@ from zhnlp.tasks.generation import (
 )
 from zhnlp.models.decoding import BertDecoder, Prompt, load_model
 from zhnlp.models.search import beam_search
+from zhnlp.progress import counter
 from zhnlp.data.safe_eval import safe_eval
 from zhnlp.train.arguments import TrainingSettings
 from zhnlp.train.heads import TrainResult, compare_with_untrained, train_head, training_components
@@ -137,11 +138,13 @@ def decode_equations(
     max_new = min(settings.max_target_len, model.config.max_position_embeddings - settings.max_source_len)
     decoder = BertDecoder(model, kind="unilm", use_cache=use_cache)
     t0 = time.perf_counter()
-    for start in range(0, len(order), settings.eval_batch_size):
-        chunk = order[start : start + settings.eval_batch_size]
-        prompts = [question_prompt(codec, ids[i], settings) for i in chunk]
-        for i, gen in zip(chunk, beam_search(decoder, prompts, num_beams=num_beams, max_new_tokens=max_new, eos_id=codec.sep_id)):
-            out[i] = codec.decode(gen.tokens)
+    with counter(f"beam search ({num_beams} beam{'s' * (num_beams > 1)})", total=len(order), unit="problems") as bar:
+        for start in range(0, len(order), settings.eval_batch_size):
+            chunk = order[start : start + settings.eval_batch_size]
+            prompts = [question_prompt(codec, ids[i], settings) for i in chunk]
+            for i, gen in zip(chunk, beam_search(decoder, prompts, num_beams=num_beams, max_new_tokens=max_new, eos_id=codec.sep_id)):
+                out[i] = codec.decode(gen.tokens)
+            bar.update(len(chunk))
     return out, time.perf_counter() - t0
 
 

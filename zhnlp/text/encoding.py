@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import pyarrow.parquet as pq
 
 from zhnlp.config import from_params, in_range
+from zhnlp.progress import progress
 from zhnlp.text.shards import Row, ShardWriter, shard_schema
 from zhnlp.text.tokenization import ZhTokenizer
 
@@ -275,8 +276,10 @@ class SplitCounts:
         return {"rows": self.rows, "tokens": self.tokens, "documents": self.documents, "sources": dict(sorted(self.sources.items()))}
 
 
-def encode_documents(tokenizer: ZhTokenizer, documents: Iterable[Document], out_dir: str | Path, config: EncodeConfig) -> dict[str, Any]:
+def encode_documents(tokenizer: ZhTokenizer, documents: Iterable[Document], out_dir: str | Path, config: EncodeConfig, *, desc: str = "encode") -> dict[str, Any]:
     """Encode ``documents`` into Parquet shards under ``out_dir`` and write ``stats.json``; returns the stats.
+
+    ``desc`` labels the progress bar (:mod:`zhnlp.progress`: documents read, documents/s).
 
     ``out_dir`` must not hold shards from an earlier run (the stage removes it first).
     """
@@ -291,7 +294,7 @@ def encode_documents(tokenizer: ZhTokenizer, documents: Iterable[Document], out_
     writers = {s: ShardWriter(out, s, schema, config.shard_rows, config.flush_rows) for s in SPLITS}
     counts = {s: SplitCounts() for s in SPLITS}
     input_documents: dict[str, int] = {}
-    for batch in _batched(documents, config.batch_docs):
+    for batch in _batched(progress(documents, desc, unit="docs"), config.batch_docs):
         for doc in batch:
             input_documents[doc.source] = input_documents.get(doc.source, 0) + 1
         for row in encoder.encode(batch):

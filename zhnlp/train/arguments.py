@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from zhnlp.config import ConfigError, in_range
+from zhnlp.progress import enabled as progress_enabled
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -141,9 +142,26 @@ def training_arguments(
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,  # collators may need columns the model does not take (word_ids, key)
         include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
+        disable_tqdm=not progress_enabled(),  # the Trainer's bar (and its log lines written above it) or its plain log prints
         ddp_backend=None if cuda or world_size <= 1 else "gloo",
         ddp_find_unused_parameters=False,  # our models give every parameter a gradient
     )
     kwargs.update(extra)
     return TrainingArguments(**kwargs)
+
+
+def bar_without_log_lines(trainer) -> None:
+    """Keep the Trainer's progress bar but not the log dicts it writes above it.
+
+    With the bar on (:func:`zhnlp.progress.enabled`) the Trainer adds ``ProgressCallback``, which
+    writes every log as a dict; with it off, ``PrinterCallback``, which prints them. A caller that
+    prints its own log lines removes ``PrinterCallback`` and calls this, so no log is shown twice.
+    """
+    from transformers import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)

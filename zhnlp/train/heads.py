@@ -22,7 +22,7 @@ import torch
 from transformers import PrinterCallback, Trainer
 
 from zhnlp.tasks.generation import Collator, Example, bert_lm_loss
-from zhnlp.train.arguments import TrainingSettings, training_arguments
+from zhnlp.train.arguments import TrainingSettings, bar_without_log_lines, training_arguments
 from zhnlp.train.callbacks import LossHistory, ThroughputCallback, loss_curve
 from zhnlp.train.resume import code_identity, files_identity, resume_or_train
 
@@ -139,6 +139,7 @@ def train_head(
         mask_kind=mask_kind,
     )
     trainer.remove_callback(PrinterCallback)  # logs reach on_log instead of being printed as dicts
+    bar_without_log_lines(trainer)  # ... and not above the progress bar either
     run = resume_or_train(trainer, components)
     model.eval()
     summary = throughput.summary()
