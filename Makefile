@@ -23,7 +23,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HOME ?= $(CURDIR)/.hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run run-real profile flow test bench gpu-check mlflow-ui prefect-server deploy services services-down worker clean
+.PHONY: install run run-real profile flow test bench gpu-check mlflow-ui prefect-server deploy services services-down worker clean ui-check
 
 install: $(VENV)/.installed
 
@@ -37,10 +37,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install            ## the main job: the whole DAG on the demo data
+	python -m flows.orphans --remove
 	dvc repro
 
 run-real: install       ## the whole DAG on the real samples in ../shared/data (switches params.yaml to profiles/real.yaml)
 	python -m profiles real
+	python -m flows.orphans --remove
 	dvc repro
 
 profile: install        ## switch params.yaml to a data profile: make profile P=demo | P=real
@@ -64,6 +66,12 @@ mlflow-ui: install
 
 prefect-server: install
 	prefect server start --host 127.0.0.1 --port 4200
+
+UI_CHECK_ARGS ?=
+ui-check: install       ## MLflow and Prefect UIs in headless Chromium, screenshots in ui-check/ (UI_CHECK_ARGS="--skip registry")
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "ui-check needs Chromium: run 'apt-get install chromium' as root" >&2; exit 1; }
+	python -m tools.ui_check $(UI_CHECK_ARGS)
 
 deploy: install         ## needs `make prefect-server` in another shell
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} python -m flows.deploy

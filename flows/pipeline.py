@@ -30,6 +30,7 @@ from zhnlp.flow_settings import FlowSettings
 from zhnlp.flow_settings import flow_settings as read_flow_settings
 
 from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, remove_output, upstream_closure
+from flows.orphans import remove_orphans
 from stages.common.liveness import OWNER_ENV, identity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +105,13 @@ def pipeline(
     retries = settings.retries if retries is None else retries
     delay = settings.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
 
+    logger = get_run_logger()
+    for path in remove_orphans(root):  # before staleness: folders some stages depend on must hold current outputs only
+        logger.info("removed %s: the output of a stage no longer in dvc.yaml", path.relative_to(root))
     dag = load_dag(root)
     selected = upstream_closure(dag, set(targets)) if targets else set(dag)
     writer = DvcWriter(root)
     candidates = selected if force else downstream_closure(dag, writer.stale()) & selected
-    logger = get_run_logger()
     logger.info("%d of %d stages may be stale: %s", len(candidates), len(selected), sorted(candidates))
     if not candidates:
         _publish_summary([], dag, 0.0)
@@ -204,11 +207,10 @@ def _publish_summary(results: list[dict], dag: dict[str, StagePlan], seconds: fl
         "# zhnlp pipeline run",
         "",
         f"{len(dag)} stages in dvc.yaml; {len(results)} were stale candidates; wall time {seconds:.1f} s.",
-        "",
-        "| stage | status | seconds | worker |",
-        "|---|---|---:|---|",
     ]
-    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r.get('worker', 'local')} |" for r in results]
+    if results:  # no table at all when nothing ran (an empty one renders as a stray dot)
+        lines += ["", "| stage | status | seconds | worker |", "|---|---|---:|---|"]
+        lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r.get('worker', 'local')} |" for r in results]
     lines += ["", "Totals: " + (", ".join(f"{k}: {v}" for k, v in sorted(by_status.items())) or "nothing to do")]
     create_markdown_artifact("\n".join(lines) + "\n", key="zhnlp-pipeline-summary", description="Stages run by this flow run")
 

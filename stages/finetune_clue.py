@@ -92,7 +92,7 @@ def main() -> None:
     run_params = dict(params) | {"model": model, "task": task, "task_kind": kind, "recipe": recipe}
     if checkpoint is not None:
         run_params["checkpoint"] = checkpoint.summary()
-    with StageRun(stage, run_params) as tracker:
+    with StageRun(stage, run_params, model=model, task=task, backbone=None if baseline else model, recipe=recipe or model) as tracker:
         t0 = time.perf_counter()
         log_fn = lambda m, epoch: tracker.log_metrics(m, step=epoch)  # noqa: E731
         go = _classification if kind == "classification" else _other_kind
@@ -109,6 +109,8 @@ def main() -> None:
         tracker.log_artifact(metrics_path)
         tracker.log_artifact(pred_dir / "meta.json")
         name = task_kind(kind).metric
+        # The task's official metric under one name for every kind, so MLflow compares models across tasks in one column.
+        tracker.log_metrics({f"{s}.score": block[name] for s, block in splits.items()})
         line = "  ".join(f"{s}.{name}={block[name]:.4f}" for s, block in splits.items())
         print(f"{stage}: {line}  ({time.perf_counter() - t0:.1f}s)")
 

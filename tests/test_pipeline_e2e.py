@@ -137,6 +137,36 @@ def test_every_stage_logged_one_child_run_under_one_dvc_parent(project):
     assert not (project / "mlruns").exists()
 
 
+def test_runs_carry_model_and_task_tags_in_a_model_training_experiment(project):
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert client.get_experiment_by_name("zhnlp").tags["mlflow.experimentKind"] == "custom_model_development"
+    by_stage = {r.data.tags["dvc.stage"]: r.data.tags for r in runs(project) if "dvc.stage" in r.data.tags}
+    tags = by_stage["finetune_clue@char-tnews"]
+    assert (tags["zhnlp.model"], tags["zhnlp.task"], tags["zhnlp.backbone"], tags["zhnlp.stage_kind"]) == ("char", "tnews", "char", "finetune_clue")
+    tnews = next(r for r in runs(project) if r.data.tags.get("dvc.stage") == "finetune_clue@char-tnews")
+    assert tnews.data.metrics["test_public.score"] == tnews.data.metrics["test_public.accuracy"]
+    assert tags["zhnlp.recipe"] == yaml.safe_load((project / "params.yaml").read_text())["finetune"]["recipe"]
+    assert by_stage["finetune_baseline@tfidf-tnews"]["zhnlp.model"] == "tfidf" and "zhnlp.backbone" not in by_stage["finetune_baseline@tfidf-tnews"]
+    assert (by_stage["finetune_ape210k"]["zhnlp.task"], by_stage["finetune_ape210k"]["zhnlp.model"]) == ("ape210k", "char")
+    assert by_stage["prepare_clue@afqmc"]["zhnlp.task"] == "afqmc" and by_stage["can@tnews"]["zhnlp.task"] == "tnews"
+    cmrc = next(r for r in runs(project) if r.data.tags.get("dvc.stage") == "finetune_clue@char-cmrc2018")
+    assert cmrc.data.metrics["dev.score"] == cmrc.data.metrics["dev.em"], "one column compares every task kind"
+    board = next(r for r in runs(project) if r.data.tags.get("dvc.stage") == "leaderboard")
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(board.info.run_id)} | {a.path for a in client.list_artifacts(board.info.run_id, "charts")}
+    assert {"leaderboard_table.json", "charts/means.png", "charts/tasks.png"} <= logged, logged
+
+
+def test_every_declared_plot_renders_without_warnings(project):
+    proc = dvc(project, "plots", "show", "--json")
+    assert "WARNING" not in proc.stderr and "WARNING" not in proc.stdout[:200], proc.stderr
+    shown = json.loads(proc.stdout)
+    flat = json.dumps(shown)
+    for path in ("reports/pretrain/char_loss.json", "reports/pretrain/char_eval_loss.json", "reports/leaderboard_plot.json"):
+        assert path in flat, f"{path} missing from dvc plots show"
+    assert not shown.get("errors"), shown.get("errors")
+
+
 def test_second_repro_is_a_noop_and_logs_nothing(project):
     before = len(runs(project))
     out = dvc(project, "repro").stdout

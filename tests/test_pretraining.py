@@ -26,7 +26,7 @@ from zhnlp.tasks import pretraining as pt
 from zhnlp.config import ConfigError
 from zhnlp.text.shards import Row, ShardWriter, shard_paths, shard_schema
 from zhnlp.train import mlm
-from zhnlp.train.callbacks import loss_curve
+from zhnlp.train.callbacks import eval_curve, loss_curve
 from zhnlp.train.checkpoints import checkpoint_is_complete, checkpoints, load_finished_checkpoint
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -426,7 +426,8 @@ def test_short_training_learns_and_reports_accuracy_and_throughput(fixture_dirs,
     assert [p.name for _, p in checkpoints(tmp_path / "ckpt")] == ["checkpoint-20", "checkpoint-40"]
     assert checkpoint_is_complete(tmp_path / "ckpt" / "checkpoint-40")
     curve = loss_curve(history)
-    assert [r["step"] for r in curve] == [10, 20, 30, 40] and "eval_loss" in curve[1] and "eval_loss" in curve[3]
+    assert [r["step"] for r in curve] == [10, 20, 30, 40] and all(set(r) == {"step", "loss"} for r in curve)
+    assert [r["step"] for r in eval_curve(history)] == [20, 40]
 
     # A run killed after its last checkpoint: the outputs come from that checkpoint, with no extra step.
     with pytest.warns(UserWarning, match="embedding-capacity"):

@@ -22,7 +22,7 @@ from zhnlp.tasks.generation import Example
 from zhnlp.tasks.pretraining import PretrainTraining
 from zhnlp.tasks.seq2seq import ApeSettings
 from zhnlp.train.arguments import TrainingSettings, training_arguments
-from zhnlp.train.callbacks import loss_curve
+from zhnlp.train.callbacks import eval_curve, loss_curve
 from zhnlp.train.checkpoints import checkpoint_problem, last_complete_checkpoint, load_weights
 from zhnlp.train.heads import train_head
 from zhnlp.train.resume import SIGNATURE_FILE, files_identity, prepare_checkpoint_dir, run_signature
@@ -98,9 +98,10 @@ def test_training_arguments_follow_params(tmp_path):
     assert TrainingSettings(learning_rate=1).identity() != TrainingSettings().identity()
 
 
-def test_loss_curve_pairs_eval_loss_with_its_step():
+def test_loss_curves_keep_one_shape_per_file():
     history = [{"loss": 3.0, "step": 10}, {"loss": 2.5, "step": 20}, {"eval_loss": 2.7, "step": 20}, {"train_loss": 2.7, "step": 20}]
-    assert loss_curve(history) == [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5, "eval_loss": 2.7}]
+    assert loss_curve(history) == [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5}]
+    assert eval_curve(history) == [{"step": 20, "eval_loss": 2.7}]
 
 
 # ------------------------------------------------------------------ resume bookkeeping

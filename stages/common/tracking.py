@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 from stages.common import liveness
 from stages.common.params import ROOT, flatten, resolve, setup_env, write_json
+from zhnlp.progress import enabled as progress_enabled
 
 PIPELINE_RUN_ENV = "ZHNLP_PIPELINE_RUN_ID"
 PREFECT_RUN_ENV = "ZHNLP_PREFECT_FLOW_RUN_ID"
@@ -27,6 +29,11 @@ PIPELINE_KEY_TAG = "zhnlp.pipeline_key"
 OWNER_TAG = "zhnlp.owner"  # host:pid:create_time of the process behind a run (liveness.identity)
 RESUMED_TAG = "zhnlp.resumed_from_run"  # on a stage run: the killed run of the same stage it follows
 DEFAULT_EXPERIMENT = "zhnlp"
+# MLflow 3's UI opens an experiment on the view its kind names; without the tag it guesses, and an experiment
+# with no traces may open on the GenAI overview. This is the model-training kind (the UI's enum value).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Tags every stage run may carry, so the runs table groups and charts by them: zhnlp.<key>.
+LABELS = ("model", "task", "backbone", "recipe")
 
 
 def git_commit() -> str:
@@ -61,10 +68,12 @@ def ensure_experiment(client) -> str:
     """The id of ``$MLFLOW_EXPERIMENT_NAME`` (default "zhnlp"); new ones keep artifacts in ./mlartifacts."""
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (ROOT / "mlartifacts").as_uri() if client.tracking_uri.startswith("sqlite") else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        location = (ROOT / "mlartifacts").as_uri() if client.tracking_uri.startswith("sqlite") else None
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if exp.tags.get(EXPERIMENT_KIND_TAG) in (None, "", "genai_development_inferred", "custom_model_development_inferred", "no_inferred_type"):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)  # a kind the user chose stays
+    return exp.experiment_id
 
 
 def _dvc_ancestor() -> tuple[str, str] | None:
@@ -122,12 +131,19 @@ def close_stale_runs(client, experiment_id: str, stage: str) -> str | None:
 
 
 class StageRun:
-    """The MLflow child run of one stage. Use as ``with StageRun(name, params) as run:``."""
+    """The MLflow child run of one stage. Use as ``with StageRun(name, params, model=..., task=...) as run:``.
 
-    def __init__(self, stage: str, params: Mapping[str, Any]):
+    ``labels`` (keys in :data:`LABELS`: model, task, backbone, recipe) become ``zhnlp.<key>`` tags, beside
+    ``zhnlp.stage_kind``, so the MLflow runs table groups and charts stage runs by them."""
+
+    def __init__(self, stage: str, params: Mapping[str, Any], **labels: str | None):
         self.stage = os.environ.get("DVC_STAGE") or stage
         self.params = params
         self.metrics: dict[str, float] = {}
+        unknown = set(labels) - set(LABELS)
+        if unknown:
+            raise TypeError(f"StageRun labels are {', '.join(LABELS)}; got {', '.join(sorted(unknown))}")
+        self.labels = {f"zhnlp.{k}": str(v) for k, v in labels.items() if v is not None}
 
     def __enter__(self) -> "StageRun":
         # One live writer per stage, and none outliving its dvc/flow (see stages.common.liveness).
@@ -144,6 +160,8 @@ class StageRun:
         import mlflow
 
         setup_env()
+        if not progress_enabled() and "transformers" in sys.modules:  # its load/save bars too, e.g. in the flow's logs
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
         self._mlflow = mlflow
         client = mlflow.MlflowClient()
         exp_id = ensure_experiment(client)
@@ -157,7 +175,7 @@ class StageRun:
             "git.commit": git_commit(),
             "zhnlp.stage_kind": self.stage.split("@")[0],
             OWNER_TAG: liveness.identity(),
-        }
+        } | self.labels
         if resumed_from:
             tags[RESUMED_TAG] = resumed_from
         if os.environ.get(PREFECT_RUN_ENV):
@@ -194,6 +212,19 @@ class StageRun:
 
     def log_text(self, text: str, name: str) -> None:
         self._mlflow.log_text(text, name)
+
+    def log_table(self, rows: list[dict], name: str) -> None:
+        """Rows (one dict each) as an MLflow table artifact ``name`` (.json), shown by the run's Artifacts and
+        Evaluation views."""
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        self._mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, name)
+
+    def log_image(self, path: Path, name: str) -> None:
+        """A PNG as an MLflow image artifact (shown inline in the run's Artifacts view)."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self._mlflow.log_image(image.copy(), artifact_file=name)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

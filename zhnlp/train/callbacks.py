@@ -110,13 +110,13 @@ class LossHistory(TrainerCallback):
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
-    """[{step, loss, eval_loss?}] from ``trainer.state.log_history``: one row per logged training loss."""
-    evals = {int(e["step"]): float(e["eval_loss"]) for e in log_history if "eval_loss" in e}
-    rows = []
-    for entry in log_history:
-        if "loss" in entry and "step" in entry:
-            row = {"step": int(entry["step"]), "loss": float(entry["loss"])}
-            if row["step"] in evals:
-                row["eval_loss"] = evals[row["step"]]
-            rows.append(row)
-    return rows
+    """[{step, loss}] from ``trainer.state.log_history``: one row per logged training loss.
+
+    Every row has the same keys: ``dvc plots`` drops a file whose rows differ (it warns "argument of
+    type 'NoneType' is not iterable"), so held-out losses go to their own curve, :func:`eval_curve`."""
+    return [{"step": int(e["step"]), "loss": float(e["loss"])} for e in log_history if "loss" in e and "step" in e]
+
+
+def eval_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """[{step, eval_loss}]: one row per evaluation on the held-out split."""
+    return [{"step": int(e["step"]), "eval_loss": float(e["eval_loss"])} for e in log_history if "eval_loss" in e and "step" in e]
