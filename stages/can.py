@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from stages.common import ROOT, StageRun, run, stage_item, stage_params, write_json
 from zhnlp.config import from_params
-from zhnlp.metrics import metric_key, plot_reliability, reliability_bins
+from zhnlp.metrics import metric_key, reliability_bins
 from zhnlp.tasks.can_report import render_markdown, split_metrics
+from zhnlp.tasks.reliability_chart import render_reliability
 from zhnlp.tasks.can_select import SELECTED_BY, CanParams, dev_selected
 from zhnlp.tasks.predictions import PredictionError, load_predictions, read_meta, replace_probs, training_prior
 
@@ -111,6 +111,7 @@ def main() -> None:
             write_json(report_dir / f"{task}.json", {"applicable": False, "task_kind": kind, "reason": reason})
             write_json(report_dir / f"{task}_reliability.json", [])
             (report_dir / f"{task}.md").write_text(f"# CAN on {task}\n\n{reason}.\n", encoding="utf-8")
+            render_reliability(task, {}, report_dir / f"{task}_reliability.png", note=f"CAN does not apply to {task} ({kind})")
             tracking.log_text(f"# CAN on {task}\n\n{reason}.\n", "can_report.md")
             print(f"can@{task}: {reason}")
             return
@@ -122,12 +123,8 @@ def main() -> None:
         report = render_markdown(task, metrics, asdict(cfg.fixed()), selection)
         (report_dir / f"{task}.md").write_text(report, encoding="utf-8")
         tracking.log_text(report, "can_report.md")
-        with tempfile.TemporaryDirectory() as tmp:
-            for model, per_split in curves.items():
-                for split, pair in per_split.items():
-                    png = Path(tmp) / f"reliability_{task}_{model}_{split}.png"
-                    plot_reliability(pair, png, title=f"{task} / {model} / {split}: before vs after CAN")
-                    tracking.log_artifact(png, "reliability")
+        render_reliability(task, curves, report_dir / f"{task}_reliability.png")
+        tracking.log_image(report_dir / f"{task}_reliability.png", "reliability.png")
         print(report)
 
 

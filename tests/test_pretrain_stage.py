@@ -118,7 +118,9 @@ def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(proj
     assert ref_metrics["global_step"] == MAX_STEPS and last_run(project)["final.resumed"] == 0
     assert "resumed" not in ref_metrics, "how a run went goes to MLflow only: a resumed run must leave dvc.lock unchanged"
     assert [r["step"] for r in ref_curve] == list(range(5, MAX_STEPS + 1, 5))
-    assert "eval_loss" in ref_curve[3] and "eval_loss" in ref_curve[-1]
+    assert all(set(r) == {"step", "loss"} for r in ref_curve), "one row shape per plot file (dvc plots drops mixed rows)"
+    ref_eval = json.loads((project / "reports/pretrain/char_eval_loss.json").read_text())
+    assert ref_eval[0]["step"] == ref_curve[3]["step"] and ref_eval[-1]["step"] == MAX_STEPS and all(set(r) == {"step", "eval_loss"} for r in ref_eval)
 
     # 2. Start again from nothing and SIGKILL the whole process group once checkpoint-20 is complete.
     wipe_outputs(project)

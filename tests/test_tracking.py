@@ -11,6 +11,8 @@ def test_the_experiment_opens_on_model_training_and_runs_carry_their_labels(tmp_
     from stages.common.tracking import StageRun, ensure_experiment
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # an earlier test in this process may have set MLflow's global URI, which wins over the environment
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("DVC_STAGE", raising=False)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp_id = client.create_experiment("zhnlp")  # made before the tag existed: ensure_experiment sets it
