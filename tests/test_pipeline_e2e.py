@@ -212,9 +212,10 @@ def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project
 
     lock_by_repro = (project / "dvc.lock").read_text()
     # Make every stage stale with nothing to restore: delete outputs and the cache. (A stage whose inputs
-    # come back bit-identical, such as can@chid over deterministic predictions, is stale only if its own
-    # outputs are gone.)
-    for rel in ("data/demo", "data/prepared", "data/predictions", "data/predictions_can", ".dvc/cache"):
+    # come back bit-identical, such as can@chid over deterministic predictions or a tokenizer over the same
+    # prepared text, is stale only if its own outputs are gone; can@chid's cached output is an empty folder,
+    # which DVC restores without a cache, so its uncached reports go too.)
+    for rel in ("data/demo", "data/prepared", "data/predictions", "data/predictions_can", "reports/can", "models/tokenizers", ".dvc/cache"):
         subprocess.run(["rm", "-rf", str(project / rel)], check=True)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
 
