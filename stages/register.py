@@ -1,13 +1,15 @@
-"""register: every finetuned transformer CLUE classifier as an MLflow model, one registered model per task.
+"""register: every finetuned transformer model as an MLflow model; one registered model per task.
 
 Reads ``models/finetune/<model>/<task>/`` and ``reports/finetune/<model>/<task>.json`` for every model in
-finetune.models + finetune.checkpoints and every task in clue.tasks (:mod:`zhnlp.tasks.registry`). Each
-classification model is logged as a pyfunc from code (``stages/registry_model.py``: safetensors weights,
-a signature, an input example from the prepared test split, pinned pip requirements, nothing pickled),
+finetune.models + finetune.checkpoints and every task in clue.tasks, and the Ape210K and LCCC heads
+(``models/finetune_ape210k``, ``models/finetune_lccc`` and their metrics; :mod:`zhnlp.tasks.registry`). Each
+model is logged as a pyfunc from code (``stages/registry_model.py``, serving :mod:`zhnlp.tasks.serving`:
+safetensors weights, the kind's signature, an input example from the prepared test split, pinned pip
+requirements, nothing pickled),
 attached to the latest FINISHED MLflow run of its finetune stage (``Model.log(run_id=...)``: the run gets
 the model as an output and keeps its status, times and metrics), and registered as a version of
 ``<register.name_prefix><task>`` tagged ``dvc.stage``, ``dvc.deps_hash``, ``zhnlp.model``, ``zhnlp.task``,
-``zhnlp.recipe``, ``zhnlp.serving_code``. A version that already holds the model (same deps hash and
+``zhnlp.kind``, ``zhnlp.recipe``, ``zhnlp.serving_code``. A version that already holds the model (same deps hash and
 serving code; by hand: same run) is kept.
 The alias ``champion`` points at the best dev score among the models trained under the configured
 recipe. Writes ``reports/registry.json`` (names and scores only: versions, run ids and times stay in MLflow).
@@ -23,25 +25,22 @@ from stages.common import ROOT, StageRun, run, stage_params, write_json
 from zhnlp.config import from_params
 from zhnlp.tasks.registry import (
     NOT_RUN_BY_DVC,
-    REGISTERED_KINDS,
     Candidate,
     RegisterConfig,
     RegistryError,
     champion,
-    column_types,
-    example_rows,
     find_candidates,
+    generative_candidates,
     pip_requirements,
     registry_report,
     same_version,
-    saved_labels,
 )
+from zhnlp.tasks.serving import ENTITIES, ENTITY_FIELDS, STRINGS, example_rows, served_kind
 
 ALIAS = "champion"
 MODEL_CODE = Path(__file__).resolve().parent / "registry_model.py"
 LIBRARY = MODEL_CODE.parents[1] / "zhnlp"  # the library of this checkout, bundled with each model (code_paths)
-SERVING_CODE = (MODEL_CODE, LIBRARY / "tasks" / "registry.py")
-OUTPUTS = (("string", "label"), ("double", "score"))
+SERVING_CODE = (MODEL_CODE, LIBRARY / "tasks" / "registry.py", LIBRARY / "tasks" / "serving.py")
 
 
 def finetune_run(client, experiment_id: str, stage: str):
@@ -55,16 +54,33 @@ def finetune_run(client, experiment_id: str, stage: str):
 
 
 def serving_code_hash() -> str:
-    """sha256 of the code that shapes a served model beyond the classifier: a change re-registers every model."""
+    """sha256 of the code that shapes a served model beyond its head: a change re-registers every model."""
     return hashlib.sha256(b"".join(p.read_bytes() for p in SERVING_CODE)).hexdigest()[:16]
+
+
+def signature(kind: str, example: list[dict]):
+    """The kind's request columns that the example fills (required unless optional in the kind) and its response columns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array, Object, Property
+
+    def mlflow_type(name: str):
+        if name == STRINGS:
+            return Array("string")
+        if name == ENTITIES:
+            return Array(Object([Property(field, kind_) for field, kind_ in ENTITY_FIELDS]))
+        return name
+
+    served = served_kind(kind)
+    inputs = [ColSpec(mlflow_type(c.type), c.name, required=c.required) for c in served.inputs if c.name in example[0]]
+    return ModelSignature(Schema(inputs), Schema([ColSpec(mlflow_type(c.type), c.name) for c in served.outputs]))
 
 
 def log_version(client, name: str, cand: Candidate, source, tmp: Path):
     """(model version, whether it is new) of ``cand`` under ``name``, logged and registered unless present."""
     import mlflow
     import pandas as pd
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.models import Model
 
     run_id = source.info.run_id
     tags = {
@@ -72,17 +88,17 @@ def log_version(client, name: str, cand: Candidate, source, tmp: Path):
         "dvc.deps_hash": source.data.tags.get("dvc.deps_hash", NOT_RUN_BY_DVC),
         "zhnlp.model": cand.model,
         "zhnlp.task": cand.task,
+        "zhnlp.kind": cand.kind,
         "zhnlp.recipe": str(cand.recipe),
         "zhnlp.serving_code": serving_code_hash(),
     }
     for version in client.search_model_versions(f"name = '{name}'"):
         if same_version(version.tags, version.run_id, tags, run_id):
             return version, False
-    rows = example_rows(ROOT / "data" / "prepared" / "clue" / cand.task)
+    rows = example_rows(cand.data_dir, cand.kind)
     max_seq_len = int(source.data.params.get(f"finetune.recipes.{cand.recipe}.max_seq_len", 128))
     serving = tmp / f"{cand.model}-{cand.task}.json"
-    write_json(serving, {"labels": saved_labels(cand.model_dir), "max_seq_len": max_seq_len, "task": cand.task})
-    signature = ModelSignature(Schema([ColSpec(t, c) for c, t in column_types(rows)]), Schema([ColSpec(t, c) for t, c in OUTPUTS]))
+    write_json(serving, {"kind": cand.kind, "max_seq_len": max_seq_len, "num_beams": cand.num_beams, "task": cand.task})
     info = Model.log(
         artifact_path=None,
         name=f"{cand.model}-{cand.task}",
@@ -91,7 +107,7 @@ def log_version(client, name: str, cand: Candidate, source, tmp: Path):
         python_model=str(MODEL_CODE),
         artifacts={"model": str(cand.model_dir), "serving": str(serving)},
         code_paths=[str(LIBRARY)],
-        signature=signature,
+        signature=signature(cand.kind, rows),
         input_example=pd.DataFrame(rows),
         pip_requirements=pip_requirements(),
         tags=tags,
@@ -105,7 +121,9 @@ def log_version(client, name: str, cand: Candidate, source, tmp: Path):
 def register_task(client, experiment_id: str, name: str, candidates: list[Candidate], tmp: Path) -> dict:
     """Every candidate of one task as a version of ``name``; the alias on the champion's. {model: (version, new)}."""
     if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name, tags={"zhnlp.task": candidates[0].task}, description=f"Finetuned CLUE {candidates[0].task} classifiers (stage register)")
+        first = candidates[0]
+        client.create_registered_model(name, tags={"zhnlp.task": first.task, "zhnlp.kind": first.kind},
+                                       description=f"Finetuned {first.task} models ({first.kind}; stage register)")
     versions = {c.model: log_version(client, name, c, finetune_run(client, experiment_id, c.stage), tmp) for c in candidates}
     best = champion(candidates)
     if best is not None:
@@ -116,11 +134,11 @@ def register_task(client, experiment_id: str, name: str, candidates: list[Candid
 
 
 def main() -> None:
-    keys = ("finetune.models", "finetune.checkpoints", "finetune.recipe", "finetune.checkpoint_recipe", "clue.tasks")
+    keys = ("finetune.models", "finetune.checkpoints", "finetune.recipe", "finetune.checkpoint_recipe", "clue.tasks", "finetune_ape210k.beams")
     params = stage_params("register", *keys)
     cfg = from_params(RegisterConfig, params["register"], "register")
     with StageRun("register", params) as tracking:
-        candidates = find_candidates(ROOT, params) if cfg.enabled else []
+        candidates = find_candidates(ROOT, params) + generative_candidates(ROOT, params) if cfg.enabled else []
         report = registry_report(cfg.name_prefix, candidates) | {"enabled": cfg.enabled}
         import mlflow
 
@@ -130,9 +148,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for task, entry in report["tasks"].items():
                 of_task = [c for c in candidates if c.task == task]
-                if entry["kind"] not in REGISTERED_KINDS:
-                    print(f"register: {task}: not registered ({entry['reason']})")
-                    continue
                 versions = register_task(client, experiment_id, entry["registered_model"], of_task, Path(tmp))
                 new += sum(is_new for _, is_new in versions.values())
                 shown = "  ".join(f"{m}=v{v.version}{' (new)' if is_new else ''}" for m, (v, is_new) in versions.items())

@@ -120,3 +120,49 @@ def test_leaderboard_names_each_task_metric_and_repeats_scores_for_can_rows(proj
     markdown = (project / "reports/leaderboard.md").read_text(encoding="utf-8")
     assert "cmrc2018 (EM)" in markdown and "cluener (F1)" in markdown
     assert any("CAN applies to classification only" in n for n in board["notes"])
+
+
+def test_register_serves_every_kind_as_its_head_predicts(project, tmp_path):
+    """Each head, registered by the register stage, answers a prepared split through models:/<task>@champion as
+    the finetuned head does directly; C3's list column also through `mlflow models predict`."""
+    import mlflow
+    import pandas as pd
+
+    from zhnlp.tasks.serving import SERVED, example_rows, load_predictor, rows_from_records
+    from zhnlp.tasks.serving import predict as serve
+
+    for task in TASKS:
+        if not (project / f"models/finetune/tiny/{task}/model.safetensors").is_file():
+            pytest.skip("needs the heads trained by test_every_head_trains_from_a_checkpoint...")
+    stage(project, "stages.register")
+    registry = json.loads((project / "reports/registry.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    for task, kind in TASKS.items():
+        entry = registry["tasks"][task]
+        assert entry["kind"] == kind and entry["registered_model"] == f"zhnlp-{task}" and entry["champion"] == "tiny"
+        version = client.get_model_version_by_alias(f"zhnlp-{task}", "champion")
+        assert version.tags["zhnlp.kind"] == kind and version.tags["dvc.stage"] == f"finetune_checkpoint@tiny-{task}"
+        request = example_rows(project / "data/prepared/clue" / task, kind, 6)
+        model = mlflow.pyfunc.load_model(f"models:/zhnlp-{task}@champion")
+        inputs = [c.name for c in model.metadata.signature.inputs.inputs]
+        assert set(inputs) == set(request[0]) and [c.name for c in model.metadata.signature.outputs.inputs] == [c.name for c in SERVED[kind].outputs]
+        served = model.predict(pd.DataFrame(request))
+        max_seq_len = 64 if task == "chid" else 128  # the recipe's per-task setting, as the finetune stage used it
+        direct = serve(load_predictor(project / f"models/finetune/tiny/{task}", kind, max_seq_len), kind, rows_from_records(kind, request))
+        got = {c: [v.tolist() if hasattr(v, "tolist") else v for v in served[c]] for c in served.columns}
+        assert got == direct, task
+        if kind == "span_extraction":
+            assert all(a == "" or a in r["context"] for a, r in zip(got["answer"], request))
+        if kind in ("multiple_choice", "idiom_cloze"):
+            options = "choices" if kind == "multiple_choice" else "candidates"
+            assert got["answer"] == [r[options][c] for r, c in zip(request, got["choice"])]
+    request_file = tmp_path / "c3.json"
+    records = example_rows(project / "data/prepared/clue/c3", "multiple_choice", 4)
+    request_file.write_text(json.dumps({"dataframe_records": records}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-m", "mlflow", "models", "predict", "-m", "models:/zhnlp-c3@champion", "-i", str(request_file),
+                           "-t", "json", "-o", str(out), "--env-manager", "local"], cwd=project, env=project_env(project), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictions = json.loads(out.read_text(encoding="utf-8"))["predictions"]
+    assert [p["answer"] for p in predictions] == [r["choices"][p["choice"]] for r, p in zip(records, predictions)]

@@ -171,6 +171,52 @@ def test_chat_replies_reproducibly_and_reports_empty_input(project, lccc_stage):
     assert second.stdout == first.stdout
 
 
+@pytest.mark.slow
+def test_register_serves_both_heads_as_their_stages_decode(project, ape_stage, lccc_stage):
+    """The register stage logs and registers the Ape210K and LCCC heads; models:/zhnlp-ape210k@champion answers as
+    the stage's own beam search did, and models:/zhnlp-lccc@champion replies reproducibly, as the head does."""
+    import pandas as pd
+
+    from zhnlp.tasks.serving import example_rows, load_predictor, rows_from_records
+    from zhnlp.tasks.serving import predict as serve
+
+    params_path = project / "params.yaml"
+    original = params_path.read_text(encoding="utf-8")
+    params = yaml.safe_load(original)
+    params["finetune"].update(models=[], checkpoints=[])  # no CLUE model here: only the generation heads
+    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    try:
+        done = ok(run(project, "stages.register"))
+    finally:
+        params_path.write_text(original, encoding="utf-8")
+    report = json.loads((project / "reports/registry.json").read_text(encoding="utf-8"))
+    metrics = {s: json.loads((project / f"reports/{s}/metrics.json").read_text(encoding="utf-8")) for s in ("finetune_ape210k", "finetune_lccc")}
+    assert report["tasks"]["ape210k"] | {"models": None} == {
+        "kind": "math_word_problem", "metric": "accuracy_beam3", "registered_model": "zhnlp-ape210k", "champion": metrics["finetune_ape210k"]["model"],
+        "champion_dev": metrics["finetune_ape210k"]["trained"]["valid"]["accuracy_beam3"], "models": None}
+    assert report["tasks"]["lccc"]["kind"] == "dialogue" and report["tasks"]["lccc"]["champion_dev"] == metrics["finetune_lccc"]["trained"]["valid"]["bleu2"]
+    assert "zhnlp-ape210k:" in done.stdout and "zhnlp-lccc:" in done.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_model_version_by_alias("zhnlp-ape210k", "champion")
+    assert version.tags["dvc.stage"] == "finetune_ape210k" and version.tags["zhnlp.kind"] == "math_word_problem"
+
+    questions = example_rows(project / "data/prepared/ape210k", "math_word_problem", 8)
+    served = mlflow.pyfunc.load_model("models:/zhnlp-ape210k@champion").predict(pd.DataFrame(questions))
+    stage_preds = pq.read_table(project / "data/predictions/ape210k/test.parquet").to_pylist()[:8]
+    assert [q["question"] for q in questions] == [p["question"] for p in stage_preds]
+    assert served["equation"].tolist() == [p["pred_beam3"] for p in stage_preds]  # the stage's largest beam
+    for equation, answer in zip(served["equation"], served["answer"]):
+        assert math.isnan(answer) != seq2seq.check_prediction(equation, 0.0)[1]  # NaN exactly when not a valid expression
+
+    histories = example_rows(project / "data/prepared/lccc", "dialogue", 4)
+    assert histories and all(h["history"] for h in histories)
+    chat = mlflow.pyfunc.load_model("models:/zhnlp-lccc@champion")
+    replies = chat.predict(pd.DataFrame(histories))["reply"].tolist()
+    assert replies == chat.predict(pd.DataFrame(histories))["reply"].tolist() and all(isinstance(r, str) for r in replies)
+    direct = serve(load_predictor(project / "models/finetune_lccc", "dialogue"), "dialogue", rows_from_records("dialogue", histories))
+    assert direct == {"reply": replies}
+
+
 def test_chat_without_a_model_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stages.chat", "--model", str(tmp_path / "nowhere")], cwd=Path(__file__).parents[1],
                           input="你好\n", capture_output=True, text=True, timeout=300)

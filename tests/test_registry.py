@@ -1,5 +1,7 @@
 """The register stage: finetuned classifiers as MLflow models (pyfunc from code), one registered model per task,
-alias ``champion`` on the best dev score of the configured recipe; and zhnlp.tasks.registry's choices."""
+alias ``champion`` on the best dev score of the configured recipe; zhnlp.tasks.registry's choices and
+zhnlp.tasks.serving's request rows. The other task kinds are served in test_clue_kinds_stage.py, where their
+heads are trained."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,17 +23,18 @@ from tiny_backbone import build_tiny_backbone
 from demo import write_demo_corpora
 from zhnlp.config import ConfigError, from_params
 from zhnlp.data.clue import CLUE_SCHEMA
+from zhnlp.errors import UserError
 from zhnlp.tasks.registry import (
     NOT_RUN_BY_DVC,
     RegisterConfig,
     RegistryError,
     champion,
-    example_rows,
     find_candidates,
+    generative_candidates,
     registry_report,
-    rows_from_records,
     same_version,
 )
+from zhnlp.tasks.serving import example_rows, rows_from_records
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"max_seq_len": 32, "per_device_train_batch_size": 16, "num_train_epochs": 12, "learning_rate": 1.0e-2,
@@ -83,7 +87,8 @@ def test_champion_is_the_best_dev_score_under_the_configured_recipe(tmp_path):
     assert report["tasks"]["tnews"] | {"models": None} == {"kind": "classification", "metric": "accuracy", "registered_model": "zhnlp-tnews",
                                                            "champion": "c", "champion_dev": 0.65, "models": None}
     assert report["tasks"]["tnews"]["models"]["b"] == {"dev": 0.9, "recipe": "r0", "eligible": False}
-    assert report["tasks"]["cluener"]["registered_model"] is None and "ner" in report["tasks"]["cluener"]["reason"]
+    assert report["tasks"]["cluener"] | {"models": None} == {"kind": "ner", "metric": "f1", "registered_model": "zhnlp-cluener",
+                                                             "champion": "a", "champion_dev": 0.4, "models": None}
     assert champion(find_candidates(tmp_path, registry_params(**{"finetune.recipe": "x", "finetune.checkpoint_recipe": "x"}))) is None
 
 
@@ -97,6 +102,12 @@ def test_missing_or_broken_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "models" / "finetune" / "a" / "tnews" / "model.safetensors").unlink()
     with pytest.raises(RegistryError, match="models/finetune/a/tnews has no config.json and safetensors weights"):
         find_candidates(tmp_path, registry_params(**{"finetune.models": ["a"], "finetune.checkpoints": [], "clue.tasks": ["tnews"]}))
+    with pytest.raises(RegistryError, match=r"^reports/finetune_ape210k/metrics.json not found; run the stage finetune_ape210k first$"):
+        generative_candidates(tmp_path, {"finetune_ape210k.beams": [1, 3]})
+    (tmp_path / "reports" / "finetune_ape210k").mkdir(parents=True)
+    (tmp_path / "reports" / "finetune_ape210k" / "metrics.json").write_text('{"trained": {"valid": {"accuracy_beam1": 0.5}}}')
+    with pytest.raises(RegistryError, match=r"metrics.json: no number at trained.valid.accuracy_beam3; rerun finetune_ape210k$"):
+        generative_candidates(tmp_path, {"finetune_ape210k.beams": [1, 3]})  # served with the largest beam, scored by it
     with pytest.raises(ConfigError, match=r"^register.name_prefix: 'zh nlp/' is not allowed"):
         from_params(RegisterConfig, {"name_prefix": "zh nlp/"}, "register")
     with pytest.raises(ConfigError, match="register: unknown key 'enable'"):
@@ -117,13 +128,21 @@ def test_input_example_and_request_rows(tmp_path):
     rows = [{"id": str(i), "text_a": f"句子{i}", "text_b": None, "label": None, "label_id": None, "span1_text": None,
              "span1_index": None, "span2_text": None, "span2_index": None} for i in range(5)]
     pq.write_table(pa.Table.from_pylist(rows, schema=CLUE_SCHEMA), tmp_path / "test.parquet")
-    assert example_rows(tmp_path, 2) == [{"text_a": "句子0"}, {"text_a": "句子1"}]  # unused columns dropped
-    got = rows_from_records([{"text_a": "甲", "text_b": math.nan, "span1_index": 3.0}])
+    assert example_rows(tmp_path, "classification", 2) == [{"text_a": "句子0"}, {"text_a": "句子1"}]  # unused columns dropped
+    got = rows_from_records("classification", [{"text_a": "甲", "text_b": math.nan, "span1_index": 3.0}])
     assert got == [{"text_a": "甲", "text_b": None, "span1_text": None, "span1_index": 3, "span2_text": None, "span2_index": None}]
-    with pytest.raises(ValueError, match="input row 0: text_a is missing"):
-        rows_from_records([{"text_b": "乙"}])
-    with pytest.raises(RegistryError, match="no rows in any of test.parquet"):
-        example_rows(tmp_path / "nothing")
+    with pytest.raises(UserError, match="input row 0: text_a is missing"):
+        rows_from_records("classification", [{"text_b": "乙"}])
+    with pytest.raises(UserError, match="no rows in any of test.parquet"):
+        example_rows(tmp_path / "nothing", "classification")
+    choices = rows_from_records("multiple_choice", [{"passage": "文", "question": "问", "choices": np.array(["甲", "乙"], dtype=object)}])
+    assert choices == [{"passage": "文", "question": "问", "choices": ["甲", "乙"]}]
+    with pytest.raises(UserError, match="input row 1: choices must be a list of strings, not str"):
+        rows_from_records("multiple_choice", [choices[0], {"passage": "文", "question": "问", "choices": "甲乙"}])
+    with pytest.raises(UserError, match="input row 0: candidates is missing"):
+        rows_from_records("idiom_cloze", [{"text": "#idiom#", "candidates": []}])
+    with pytest.raises(UserError, match="task kind 'sts' has no served form; known: classification, span_extraction"):
+        rows_from_records("sts", [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +189,7 @@ def dev_accuracy(root: Path, model: str) -> float:
 
 
 def prepared_test_rows(root: Path, n: int = 12) -> list[dict]:
-    return example_rows(root / "data" / "prepared" / "clue" / "tnews", n)
+    return example_rows(root / "data" / "prepared" / "clue" / "tnews", "classification", n)
 
 
 @pytest.mark.slow
@@ -183,7 +202,7 @@ def test_champion_alias_resolves_to_the_better_model_and_links_its_run(project):
     run = finetune_runs(client)["finetune_clue@tiny-tnews"]
     assert version.run_id == run.info.run_id
     assert version.tags == {"dvc.stage": "finetune_clue@tiny-tnews", "dvc.deps_hash": run.data.tags["dvc.deps_hash"], "zhnlp.model": "tiny",
-                            "zhnlp.task": "tnews", "zhnlp.recipe": "test", "zhnlp.serving_code": version.tags["zhnlp.serving_code"]}
+                            "zhnlp.task": "tnews", "zhnlp.kind": "classification", "zhnlp.recipe": "test", "zhnlp.serving_code": version.tags["zhnlp.serving_code"]}
     assert version.source.startswith("models:/m-")
     assert version.description.startswith("dev accuracy ") and "recipe test" in version.description
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
@@ -242,7 +261,7 @@ def test_champion_predicts_offline_as_the_finetuned_model_does(project, tmp_path
     labels = json.loads((root / "data" / "prepared" / "clue" / "tnews" / "labels.json").read_text(encoding="utf-8"))
     assert len(served) == len(rows) and set(served["label"]) <= set(labels) and served["score"].between(0, 1).all()
     direct = TransformerClassifier.from_pretrained(root / "models" / "finetune" / "tiny" / "tnews", labels, max_seq_len=RECIPE["max_seq_len"])
-    probs = direct.predict_proba(rows_from_records(rows))
+    probs = direct.predict_proba(rows_from_records("classification", rows))
     assert served["label"].tolist() == [labels[i] for i in probs.argmax(axis=1)]  # encoded as in training
 
     request = tmp_path / "request.json"

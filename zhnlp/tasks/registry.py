@@ -1,17 +1,16 @@
 """The model registry's decisions, without MLflow: which finetuned models a task has, its champion, what a served model reads.
 
-The ``register`` stage (``stages/register.py``) logs every finetuned transformer model of a registered
-kind (:data:`REGISTERED_KINDS`) as an MLflow model and registers it under ``<register.name_prefix><task>``.
-This module holds what needs no MLflow:
+The ``register`` stage (``stages/register.py``) logs every finetuned transformer CLUE model, of every
+task kind, as an MLflow model and registers it under ``<register.name_prefix><task>``; what a served
+model reads and answers is :mod:`zhnlp.tasks.serving`. This module holds the rest that needs no MLflow:
 
 - :func:`find_candidates`: one :class:`Candidate` per (model, task) of ``finetune.models`` and
   ``finetune.checkpoints``: its model folder, its report's dev score on the task kind's headline metric
   (:mod:`zhnlp.tasks.task_kinds`: accuracy, EM, entity F1), its recipe, and whether that recipe is the
   configured one of its family (``finetune.recipe`` / ``finetune.checkpoint_recipe``);
+- :func:`generative_candidates`: the same for the Ape210K and LCCC generation heads (:data:`GENERATIVE`);
 - :func:`champion`: the eligible candidate with the best dev score (ties: the first in params order);
 - :func:`same_version`: whether a registered version already holds a candidate (reruns register nothing new);
-- :func:`example_rows` / :func:`rows_from_records`: the input example taken from a prepared split, and
-  the rows a served classifier rebuilds from a request table;
 - :func:`registry_report`: ``reports/registry.json``, deterministic (no versions, run ids or times).
 """
 
@@ -26,20 +25,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from zhnlp.config import ConfigError, check_names
 from zhnlp.errors import UserError
 from zhnlp.tasks.task_kinds import task_kind
 
-REGISTERED_KINDS = ("classification",)  # kinds served as MLflow models; the others are listed as not registered
-INPUT_COLUMNS = ("text_a", "text_b", "span1_text", "span1_index", "span2_text", "span2_index")  # prepared CLUE fields a model reads
-INT_COLUMNS = ("span1_index", "span2_index")
-EXAMPLE_SPLITS = ("test", "test_public", "dev")  # the input example comes from the first present
 NOT_RUN_BY_DVC = "not-run-by-dvc"  # StageRun's deps hash of a stage run by hand: a version is then known by its run
 IDENTITY_TAGS = ("zhnlp.model", "dvc.deps_hash", "zhnlp.serving_code")  # equal on a version: it holds the same model
 FAMILIES = {"finetune.models": ("finetune_clue", "finetune.recipe"), "finetune.checkpoints": ("finetune_checkpoint", "finetune.checkpoint_recipe")}
-# What a served classifier imports (zhnlp itself travels with the model); pinned to the versions installed here.
+# What a served model imports (zhnlp itself travels with the model); pinned to the versions installed here.
 SERVING_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "jieba")
 PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
@@ -73,6 +66,13 @@ class Candidate:
     recipe: str | None
     eligible: bool  # trained under its family's configured recipe: may be the champion
     model_dir: Path
+    data_dir: Path | None = None  # the prepared task its input example comes from (None: data/prepared/clue/<task>)
+    num_beams: int = 1  # Ape210K's served beam size
+
+
+# The generation heads: one model each per pipeline. task: (stage, kind, dev split, headline metric (higher is better)).
+GENERATIVE = {"ape210k": ("finetune_ape210k", "math_word_problem", "valid", "accuracy_beam{beams}"),
+              "lccc": ("finetune_lccc", "dialogue", "valid", "bleu2")}
 
 
 def find_candidates(root: Path, params: Mapping[str, Any]) -> list[Candidate]:
@@ -86,23 +86,55 @@ def find_candidates(root: Path, params: Mapping[str, Any]) -> list[Candidate]:
 
 
 def _candidate(root: Path, stage: str, model: str, task: str, recipe: str) -> Candidate:
-    report_path = root / "reports" / "finetune" / model / f"{task}.json"
-    model_dir = root / "models" / "finetune" / model / task
-    if not report_path.is_file():
-        raise RegistryError(f"reports/finetune/{model}/{task}.json not found; run the stage {stage} first")
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RegistryError(f"reports/finetune/{model}/{task}.json: not JSON ({err.msg} at line {err.lineno}); rerun {stage}") from None
+    report = _report(root, f"reports/finetune/{model}/{task}.json", stage)
     kind = str(report.get("kind", "classification"))
     metric = task_kind(kind).metric
     dev = (report.get("dev") or {}).get(metric)
-    if not isinstance(dev, (int, float)) or isinstance(dev, bool) or math.isnan(dev):
+    if not _is_number(dev):
         raise RegistryError(f"reports/finetune/{model}/{task}.json: no number at dev.{metric}; rerun {stage}")
-    if not (model_dir / "config.json").is_file() or not any((model_dir / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise RegistryError(f"models/finetune/{model}/{task} has no config.json and safetensors weights; rerun {stage}")
+    model_dir = _model_dir(root, f"models/finetune/{model}/{task}", stage)
     trained = report.get("recipe")
-    return Candidate(model, task, stage, kind, metric, float(dev), trained, trained == recipe, model_dir)
+    return Candidate(model, task, stage, kind, metric, float(dev), trained, trained == recipe, model_dir, root / "data" / "prepared" / "clue" / task)
+
+
+def generative_candidates(root: Path, params: Mapping[str, Any]) -> list[Candidate]:
+    """The Ape210K seq2seq and LCCC dialogue models (``models/finetune_ape210k``, ``models/finetune_lccc``).
+    Ape210K is served with its largest beam (``finetune_ape210k.beams``), and scored by that beam's dev accuracy."""
+    beams = max(int(b) for b in params["finetune_ape210k.beams"])
+    out = []
+    for task, (stage, kind, split, metric) in GENERATIVE.items():
+        metric = metric.format(beams=beams)
+        report = _report(root, f"reports/{stage}/metrics.json", stage)
+        dev = ((report.get("trained") or {}).get(split) or {}).get(metric)
+        if not _is_number(dev):
+            raise RegistryError(f"reports/{stage}/metrics.json: no number at trained.{split}.{metric}; rerun {stage}")
+        model_dir = _model_dir(root, f"models/{stage}", stage)
+        head = json.loads((model_dir / "zhnlp_generation.json").read_text(encoding="utf-8")) if (model_dir / "zhnlp_generation.json").is_file() else {}
+        recipe = "-".join(str(head[k]) for k in ("head", "loss_on") if k in head) or None
+        out.append(Candidate(str(report.get("model") or stage), task, stage, kind, metric, float(dev), recipe, True, model_dir,
+                             root / "data" / "prepared" / task, beams if kind == "math_word_problem" else 1))
+    return out
+
+
+def _report(root: Path, rel: str, stage: str) -> dict:
+    path = root / rel
+    if not path.is_file():
+        raise RegistryError(f"{rel} not found; run the stage {stage} first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RegistryError(f"{rel}: not JSON ({err.msg} at line {err.lineno}); rerun {stage}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _model_dir(root: Path, rel: str, stage: str) -> Path:
+    model_dir = root / rel
+    if not (model_dir / "config.json").is_file() or not any((model_dir / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise RegistryError(f"{rel} has no config.json and safetensors weights; rerun {stage}")
+    return model_dir
 
 
 def champion(candidates: Sequence[Candidate]) -> Candidate | None:
@@ -120,53 +152,6 @@ def same_version(tags: Mapping[str, str], version_run_id: str | None, expected: 
     return expected.get("dvc.deps_hash") != NOT_RUN_BY_DVC or version_run_id == run_id
 
 
-def saved_labels(model_dir: Path) -> list[str]:
-    """The label names of a saved classifier, in label-id order (config.json ``id2label``)."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-    if sorted(id2label) != list(range(len(id2label))) or not id2label:
-        raise RegistryError(f"{model_dir}/config.json: id2label is not labels 0..n-1; rerun its finetune stage")
-    return [id2label[i] for i in range(len(id2label))]
-
-
-def example_rows(data_dir: Path, n: int = 3) -> list[dict[str, Any]]:
-    """The first ``n`` rows of the task's first present split in :data:`EXAMPLE_SPLITS`, keeping the input
-    columns the task fills (text_b for pairs, the spans for WSC)."""
-    for split in EXAMPLE_SPLITS:
-        path = data_dir / f"{split}.parquet"
-        if path.is_file():
-            rows = pq.read_table(path, columns=list(INPUT_COLUMNS)).to_pylist()
-            used = [c for c in INPUT_COLUMNS if any(r[c] is not None for r in rows)]
-            if rows:
-                return [{c: r[c] for c in used} for r in rows[:n]]
-    raise RegistryError(f"{data_dir}: no rows in any of {', '.join(s + '.parquet' for s in EXAMPLE_SPLITS)}; run prepare_clue first")
-
-
-def column_types(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(column, MLflow type) of example rows: the signature's inputs."""
-    return [(c, "long" if c in INT_COLUMNS else "string") for c in rows[0]] if rows else []
-
-
-def rows_from_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Prepared-row dicts from a request table's records: absent or NaN fields become None, span indices ints."""
-    rows = []
-    for i, record in enumerate(records):
-        row = {}
-        for column in INPUT_COLUMNS:
-            value = record.get(column)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                value = None
-            elif column in INT_COLUMNS:
-                value = int(value)
-            else:
-                value = str(value)
-            row[column] = value
-        if row["text_a"] is None:
-            raise UserError(f"input row {i}: text_a is missing")
-        rows.append(row)
-    return rows
-
-
 def pip_requirements() -> list[str]:
     """The served model's requirements, pinned to this environment (local build tags such as +cpu dropped)."""
     out = []
@@ -179,17 +164,14 @@ def pip_requirements() -> list[str]:
 
 
 def registry_report(prefix: str, candidates: Sequence[Candidate]) -> dict[str, Any]:
-    """``reports/registry.json``: per task its registered model name, champion and dev scores (or why it is not registered)."""
+    """``reports/registry.json``: per task its kind, registered model name, champion and dev scores."""
     tasks: dict[str, Any] = {}
     for task in dict.fromkeys(c.task for c in candidates):
         of_task = [c for c in candidates if c.task == task]
-        kind = of_task[0].kind
-        entry: dict[str, Any] = {"kind": kind, "metric": of_task[0].metric}
-        if kind not in REGISTERED_KINDS:
-            tasks[task] = entry | {"registered_model": None, "reason": f"kind {kind} is not served as an MLflow model"}
-            continue
         best = champion(of_task)
-        tasks[task] = entry | {
+        tasks[task] = {
+            "kind": of_task[0].kind,
+            "metric": of_task[0].metric,
             "registered_model": f"{prefix}{task}",
             "champion": best.model if best else None,
             "champion_dev": best.dev if best else None,
