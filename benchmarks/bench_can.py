@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.common import MIB, format_table, write_results
 import zhnlp.tasks.can as can
+import zhnlp.tasks.can_inputs as can_inputs
 from zhnlp.tasks.can import EPS, _loop_rows, can_apply, uncertainty
 from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
 
@@ -198,7 +199,7 @@ def _phases(P: np.ndarray, prior: np.ndarray, res, repeat: int) -> dict:
     timed = {
         "fused: first pass (copy, checks, scores, S)": lambda: can._first_pass(P, k, tau, alpha, sums=True),
         "fused: correction of the uncertain rows": lambda: can._correct_once(P, q, alpha, S, unc_idx, out),
-        "reference: validation": lambda: can._validate(P, prior, k, tau, alpha, 1),
+        "reference: validation": lambda: can_inputs.validate_inputs(P, prior, k, tau, alpha, 1),
         "reference: uncertainty": lambda: uncertainty(P, k),
         "reference: P.copy()": lambda: P.copy(),
         "reference: S over confident rows": lambda: can._reference_power_sums(P, conf_idx, alpha),
@@ -209,8 +210,8 @@ def _phases(P: np.ndarray, prior: np.ndarray, res, repeat: int) -> dict:
 
 def _reference_correction(P, q, alpha, S, unc_idx, out) -> None:
     """The correction loop of ``can_apply_before_fusion`` (iters=1), alone."""
-    for start in range(0, unc_idx.size, can.CHUNK_ROWS):
-        idx = unc_idx[start : start + can.CHUNK_ROWS]
+    for start in range(0, unc_idx.size, can_inputs.CHUNK_ROWS):
+        idx = unc_idx[start : start + can_inputs.CHUNK_ROWS]
         xa = np.maximum(P[idx], EPS) ** alpha
         new = q * xa / (S + xa)
         out[idx] = new / new.sum(axis=1, keepdims=True)

@@ -85,6 +85,14 @@ def run_stage(
     return {"stage": plan.name, "status": "ran", "seconds": round(seconds, 2), "started": started, "finished": started + seconds}
 
 
+def check_targets(dag: dict, targets: list[str] | None, single_item: bool) -> None:
+    """A one-line error for a target that is not a stage of dvc.yaml, or single_item without targets."""
+    if single_item and not targets:
+        raise UserError("--single-item needs the stages to run")
+    if unknown := sorted(set(targets or ()) - set(dag)):
+        raise UserError(f"no stage named {', '.join(unknown)} in dvc.yaml; `dvc stage list` names them")
+
+
 def _only_outputs_changed(changes: list) -> bool:
     return bool(changes) and all(isinstance(c, dict) and set(c) == {"changed outs"} for c in changes)
 
@@ -93,12 +101,14 @@ def _only_outputs_changed(changes: list) -> bool:
 def pipeline(
     targets: list[str] | None = None,
     force: bool = False,
+    single_item: bool = False,
     max_workers: int | None = None,
     retries: int | None = None,
     retry_delay_seconds: float | None = None,
     project_dir: str | None = None,
 ) -> list[dict]:
-    """Reproduce the DVC pipeline (or ``targets`` and their upstream) with parallel stages."""
+    """Reproduce the DVC pipeline (or ``targets`` and their upstream; ``single_item``: the targets alone, as
+    ``dvc repro --single-item``) with parallel stages."""
     root = Path(project_dir).resolve() if project_dir else ROOT
     settings = flow_settings(root)
     max_workers = max_workers or settings.max_workers
@@ -109,7 +119,8 @@ def pipeline(
     for path in remove_orphans(root):  # before staleness: folders some stages depend on must hold current outputs only
         logger.info("removed %s: the output of a stage no longer in dvc.yaml", path.relative_to(root))
     dag = load_dag(root)
-    selected = upstream_closure(dag, set(targets)) if targets else set(dag)
+    check_targets(dag, targets, single_item)
+    selected = set(targets) if single_item else upstream_closure(dag, set(targets)) if targets else set(dag)
     writer = DvcWriter(root)
     candidates = selected if force else downstream_closure(dag, writer.stale()) & selected
     logger.info("%d of %d stages may be stale: %s", len(candidates), len(selected), sorted(candidates))
@@ -220,18 +231,22 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("-f", "--force", action="store_true", help="run the selected stages even if they are up to date")
+    parser.add_argument("-s", "--single-item", action="store_true", help="run the targets only, not their upstream (as dvc repro -s)")
     parser.add_argument("--max-workers", type=int)
     parser.add_argument("--retries", type=int)
     parser.add_argument("--project-dir", help="the DVC project (default: this checkout)")
     args = parser.parse_args()
+    root = Path(args.project_dir).resolve() if args.project_dir else ROOT
     try:
-        flow_settings(Path(args.project_dir) if args.project_dir else ROOT)
+        flow_settings(root)
+        if args.targets or args.single_item:  # checked before the flow too: a one-line error, not the flow's traceback
+            check_targets(load_dag(root) if args.targets else {}, args.targets, args.single_item)
     except UserError as err:
         sys.exit(f"error: {err}")
     try:
         results = pipeline(
-            targets=args.targets or None, force=args.force, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
+            targets=args.targets or None, force=args.force, single_item=args.single_item, max_workers=args.max_workers, retries=args.retries, project_dir=args.project_dir
         )
     except UserError as err:
         sys.exit(f"error: {err}")

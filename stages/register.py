@@ -138,7 +138,9 @@ def main() -> None:
     params = stage_params("register", *keys)
     cfg = from_params(RegisterConfig, params["register"], "register")
     with StageRun("register", params) as tracking:
-        candidates = find_candidates(ROOT, params) + generative_candidates(ROOT, params) if cfg.enabled else []
+        candidates = []
+        if cfg.enabled:
+            candidates = (find_candidates(ROOT, params) if "clue" in cfg.include else []) + generative_candidates(ROOT, params, cfg.include)
         report = registry_report(cfg.name_prefix, candidates) | {"enabled": cfg.enabled}
         import mlflow
 

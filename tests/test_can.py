@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import zhnlp.tasks.can as can_module
+import zhnlp.tasks.can_inputs as can_inputs
 from zhnlp.tasks.can import EPS, CanConfig, can_adjust, can_apply, uncertainty
 from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
 from zhnlp.tasks.can_report import can_report, reference_check, render_markdown, split_metrics
@@ -64,7 +65,7 @@ def assert_same_as_reference(P, prior, **kw):
 @pytest.mark.parametrize("pass_rows, chunk_rows", [(1024, 32768), (7, 5), (1, 3), (16, 16), (13, 40)])
 def test_fused_pass_equals_the_previous_implementation(monkeypatch, pass_rows, chunk_rows):
     monkeypatch.setattr(can_module, "PASS_ROWS", pass_rows)
-    monkeypatch.setattr(can_module, "CHUNK_ROWS", chunk_rows)  # the reference's blocks too
+    monkeypatch.setattr(can_inputs, "CHUNK_ROWS", chunk_rows)  # the reference's blocks too
     rng = np.random.default_rng(pass_rows)
     seen = set()
     for m, k, tau, alpha, conc in ((119, 3, 0.9, 1.0, 0.012), (9, 3, 0.8, 0.5, 0.3), (6, 6, 0.7, 2.0, 0.5), (4, 2, 0.5, 1.0, 1.0)):
@@ -124,10 +125,10 @@ def test_fused_pass_reports_the_same_bad_row_as_before(monkeypatch):
     edge = good.copy()
     edge[7, 0] += 1e-6 - 5e-13  # inside the tolerance but outside the fast check's slack: a false alarm
     exact_checks = []
-    check_rows = can_module._check_rows
-    monkeypatch.setattr(can_module, "_check_rows", lambda P, start, stop: exact_checks.append(start) or check_rows(P, start, stop))
+    check_rows = can_inputs.check_rows
+    monkeypatch.setattr(can_inputs, "check_rows", lambda P, start, stop: exact_checks.append(start) or check_rows(P, start, stop))
     for chunk, pass_rows in ((32768, 1024), (100, 7), (64, 64), (7, 100)):
-        monkeypatch.setattr(can_module, "CHUNK_ROWS", chunk)
+        monkeypatch.setattr(can_inputs, "CHUNK_ROWS", chunk)
         monkeypatch.setattr(can_module, "PASS_ROWS", pass_rows)
         for P in (nan, neg, off, *cases):
             for kw in ({}, {"k": 9}, {"iters": 2}):  # a bad parameter too: the bad row is still named first
@@ -150,7 +151,7 @@ def test_batching_of_uncertain_rows_does_not_change_the_result(monkeypatch):
     P, prior = random_probs(rng, 120, 6), rng.random(6) + 0.1
     whole = can_adjust(P, prior, tau=0.7, iters=3)
     monkeypatch.setattr(can, "CHUNK_BYTES", 8 * 10)  # one uncertain row per batch
-    monkeypatch.setattr(can, "CHUNK_ROWS", 7)  # and tiny streaming chunks
+    monkeypatch.setattr(can_inputs, "CHUNK_ROWS", 7)  # and tiny streaming chunks
     np.testing.assert_allclose(can_adjust(P, prior, tau=0.7, iters=3), whole, atol=1e-12)
     np.testing.assert_allclose(can_adjust(P, prior, tau=0.7, iters=1), can_adjust_loop(P, prior, tau=0.7), atol=1e-12)
 

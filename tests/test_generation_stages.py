@@ -183,7 +183,7 @@ def test_register_serves_both_heads_as_their_stages_decode(project, ape_stage, l
     params_path = project / "params.yaml"
     original = params_path.read_text(encoding="utf-8")
     params = yaml.safe_load(original)
-    params["finetune"].update(models=[], checkpoints=[])  # no CLUE model here: only the generation heads
+    params["register"]["include"] = ["ape210k", "lccc"]  # no CLUE model here: only the generation heads
     params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     try:
         done = ok(run(project, "stages.register"))

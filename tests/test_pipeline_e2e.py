@@ -13,6 +13,8 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from zhnlp.errors import UserError
 from conftest import make_project, project_env
 
 pytestmark = pytest.mark.slow
@@ -241,8 +243,15 @@ def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project
     artifacts = [a for a in asyncio.run(summary()) if a.key == "zhnlp-pipeline-summary"]
     assert artifacts and "prepare_clue@tnews | ran" in artifacts[0].data
 
-    # Up to date now: nothing runs. Then one param change runs exactly that stage.
+    # Up to date now: nothing runs. Forced stages alone (as dvc repro -f -s) run without their upstream and leave
+    # the same lock; an unknown stage is a one-line error. Then one param change runs exactly that stage.
     assert [r for r in pipeline(project_dir=str(project)) if r["status"] == "ran"] == []
+    lock = (project / "dvc.lock").read_text()
+    forced = pipeline(project_dir=str(project), targets=["can@tnews", "leaderboard"], force=True, single_item=True)
+    assert sorted(r["stage"] for r in forced if r["status"] == "ran") == ["can@tnews", "leaderboard"]
+    assert (project / "dvc.lock").read_text() == lock
+    with pytest.raises(UserError, match=r"^no stage named can@nosuch in dvc.yaml"):
+        pipeline(project_dir=str(project), targets=["can@nosuch"])
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["clue"]["tasks"]["tnews"]["list_join"] = "、"

@@ -45,7 +45,8 @@ PARAMS = {
     "finetune": {"models": ["blind", "tiny"], "checkpoints": [], "checkpoint_dir": "checkpoints", "baselines": [],
                  "recipe": "test", "checkpoint_recipe": "test", "recipes": {"test": RECIPE}, "overrides": {}, "tfidf": {}},
     "clue": {"tasks": {"tnews": {}}},
-    "register": {"enabled": True, "name_prefix": "zhnlp-"},
+    "register": {"enabled": True, "name_prefix": "zhnlp-", "include": ["clue"]},  # Ape210K and LCCC: test_generation_stages.py
+    "finetune_ape210k": {"beams": [1, 3]},
 }
 
 
@@ -110,6 +111,8 @@ def test_missing_or_broken_inputs_are_one_line_errors(tmp_path):
         generative_candidates(tmp_path, {"finetune_ape210k.beams": [1, 3]})  # served with the largest beam, scored by it
     with pytest.raises(ConfigError, match=r"^register.name_prefix: 'zh nlp/' is not allowed"):
         from_params(RegisterConfig, {"name_prefix": "zh nlp/"}, "register")
+    with pytest.raises(ConfigError, match=r"^register.include\[1\]: 'tnews' is not allowed; use clue, ape210k, lccc$"):
+        from_params(RegisterConfig, {"include": ["clue", "tnews"]}, "register")
     with pytest.raises(ConfigError, match="register: unknown key 'enable'"):
         from_params(RegisterConfig, {"enable": False}, "register")
 

@@ -8,8 +8,10 @@ shows the run and model names it should, and saves a screenshot of each under ``
   state in MLflow, not URL parameters: the page opens the UI's shared view ``?viewStateShareKey=K``,
   whose state this check stores in the experiment tag ``mlflow.sharedViewState.K`` (as "Share" does);
 - metrics: one finetune run's model metrics; registry: the registered model page;
-- flow: the latest ``zhnlp-pipeline`` flow run (its graph), recorded first if the Prefect DB has none
-  and the DAG is up to date; artifact: that run's markdown summary.
+- flow: the latest ``zhnlp-pipeline`` flow run that ran stages (its graph); if the Prefect DB has none and
+  the DAG is up to date, one is recorded first by forcing a few quick stages alone (``flows.pipeline
+  --force --single-item``: a CAN stage and the leaderboard after it; outputs and dvc.lock stay the same);
+  artifact: that run's markdown summary.
 
 One line per failed page (its URL and what was missing); exit status 1 if any failed.
 """
@@ -89,6 +91,15 @@ def http(url: str, body: dict | None = None, timeout: float = 30, raw: bool = Fa
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.read() if raw else json.loads(resp.read() or b"{}")
+
+
+def graph_stages() -> list[str]:
+    """Quick stages with an edge between them, for a recorded flow run's graph: the leaderboard and one CAN stage it reads."""
+    from flows.dag import load_dag
+
+    dag = load_dag(ROOT)
+    can = [u for u in dag["leaderboard"].upstream if u.startswith("can@")] if "leaderboard" in dag else []
+    return [*can[:1], "leaderboard"] if can else list(dag)[-1:]
 
 
 def free_ports(n: int) -> list[int]:
@@ -229,20 +240,29 @@ class Pages:
 
     @functools.cached_property
     def flow_run(self) -> dict | PageError:
-        """The latest pipeline flow run; one is recorded first if there is none and the DAG is up to date."""
-        api, query = f"{self.prefect}/api", {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_DESC", "limit": 1}
-        if runs := http(f"{api}/flow_runs/filter", query):
-            return runs[0]
+        """The latest pipeline flow run that ran stages (a run with nothing stale has an empty graph); when the
+        Prefect DB has none and the DAG is up to date, one is recorded first: :data:`GRAPH_STAGES`, forced alone."""
+        api = f"{self.prefect}/api"
+        if run := self.latest_run_with_tasks(api):
+            return run
         dvc = str(Path(sys.executable).parent / "dvc")
         status = subprocess.run([dvc, "status", "--json"], cwd=ROOT, capture_output=True, text=True)
         if status.returncode != 0 or json.loads(status.stdout or "{}"):
-            return PageError(f"{self.prefect}/runs: no {FLOW_NAME} flow run, and `dvc status` is not clean: run `make flow` first")
+            return PageError(f"{self.prefect}/runs: no {FLOW_NAME} flow run that ran stages, and `dvc status` is not clean: run `make flow` first")
         with open(self.logs / "flow.log", "wb") as out:
-            cmd, env = [sys.executable, "-m", "flows.pipeline"], self.env | {"PREFECT_API_URL": api}
+            cmd, env = [sys.executable, "-m", "flows.pipeline", "--force", "--single-item", *graph_stages()], self.env | {"PREFECT_API_URL": api}
             rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc != 0 or not (runs := http(f"{api}/flow_runs/filter", query)):
+        if rc != 0 or not (run := self.latest_run_with_tasks(api)):
             return PageError(f"{self.prefect}/runs: recording a {FLOW_NAME} flow run failed (exit {rc}, see {self.logs / 'flow.log'})")
-        return runs[0]
+        return run
+
+    @staticmethod
+    def latest_run_with_tasks(api: str, look_back: int = 50) -> dict | None:
+        query = {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_DESC", "limit": look_back}
+        for run in http(f"{api}/flow_runs/filter", query):
+            if http(f"{api}/task_runs/count", {"flow_runs": {"id": {"any_": [run["id"]]}}}):
+                return run
+        return None
 
     def flow(self) -> Page:
         if isinstance(run := self.flow_run, PageError):

@@ -188,30 +188,6 @@ def reliability_bins(probs, labels, n_bins: int = 10) -> dict:
     return {"bins": bins, "ece": float(min(max(ece, 0.0), 1.0)), "rows": int(P.shape[0])}
 
 
-def plot_reliability(curves: Mapping[str, dict], path, title: str = "") -> None:
-    """PNG reliability diagram: one line per entry of ``curves`` (name -> reliability_bins output)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.8, 4.4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfect calibration")
-    for name, rel in curves.items():
-        pts = [(b["confidence"], b["accuracy"]) for b in rel["bins"] if b["count"]]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", label=f"{name} (ECE {rel['ece']:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (max probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
 # --------------------------------------------------------------------------- rankings
 
 

@@ -160,8 +160,13 @@ class StageRun:
         import mlflow
 
         setup_env()
-        if not progress_enabled() and "transformers" in sys.modules:  # its load/save bars too, e.g. in the flow's logs
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
+        if not progress_enabled():  # the libraries' own bars too (weight loading, artifact downloads), e.g. in the flow's logs
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()  # transformers takes this state when it is imported
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            if "transformers" in sys.modules:
+                sys.modules["transformers"].utils.logging.disable_progress_bar()
         self._mlflow = mlflow
         client = mlflow.MlflowClient()
         exp_id = ensure_experiment(client)

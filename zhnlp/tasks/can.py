@@ -91,10 +91,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from zhnlp.config import ConfigError, in_range
+from zhnlp.tasks import can_inputs  # CHUNK_ROWS and check_rows looked up at call time: the tests vary them
+from zhnlp.tasks.can_inputs import SUM_TOLERANCE, as_matrix, check_params, validate_inputs
 
 EPS = 1e-16
-SUM_TOLERANCE = 1e-6
-CHUNK_ROWS = 32768  # rows per block of the exact input checks (32768 × 119 × 8 B ≈ 31 MB per temporary)
 PASS_ROWS = 1024  # rows per chunk of the fused pass (1024 × 119 × 8 B ≈ 1 MB: it and its working copy stay in cache)
 GROUP_CHUNKS = 8  # chunks per group of the fused pass (≈ 8 MB: still in L3 when S is added)
 CHUNK_BYTES = 64 * 2**20  # budget for the B×n matrices of the iters > 1 path
@@ -131,82 +131,6 @@ class CanResult:
     loop_rows: int = 0  # uncertain rows computed by the literal loop (factored form out of range)
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _validate(probs, prior, k, tau, alpha, iters) -> tuple[np.ndarray, np.ndarray]:
-    """(probs as float64, prior normalised to sum 1), or a ValueError saying what is wrong.
-
-    The exact checks, in today's order and blocks; ``can_apply`` runs cheaper ones in its
-    fused pass and comes here only for the blocks those flag, so the messages are these.
-    """
-    P = _as_matrix(probs)
-    for start in range(0, P.shape[0], CHUNK_ROWS):
-        _check_rows(P, start, start + CHUNK_ROWS)
-    return P, _check_params(P.shape[1], prior, k, tau, alpha, iters)
-
-
-def _as_matrix(probs) -> np.ndarray:
-    P = np.asarray(probs)
-    if P.ndim != 2:
-        raise ValueError(f"probs must be a 2-D array (rows × classes); got shape {P.shape}")
-    if not (np.issubdtype(P.dtype, np.floating) or np.issubdtype(P.dtype, np.integer)):
-        raise ValueError(f"probs must be numeric; got dtype {P.dtype}")
-    P = P.astype(np.float64, copy=False)
-    if P.shape[1] < 2:
-        raise ValueError(f"probs needs at least 2 classes (columns); got {P.shape[1]}")
-    return P
-
-
-def _check_rows(P: np.ndarray, start: int, stop: int) -> None:
-    """The exact checks of rows [start, stop): non-finite first, then negative, then the row sums."""
-    block = P[start:stop]
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.all():
-        row = start + int(np.argmin(finite))
-        raise ValueError(f"probs row {row} has a non-finite value (NaN or inf): {_short(P[row])}")
-    nonneg = (block >= 0).all(axis=1)
-    if not nonneg.all():
-        row = start + int(np.argmin(nonneg))
-        raise ValueError(f"probs row {row} has a negative value ({float(P[row].min())!r}); probabilities must be >= 0")
-    sums = block.sum(axis=1)
-    off = np.abs(sums - 1.0) > SUM_TOLERANCE
-    if off.any():
-        row = start + int(np.argmax(off))
-        raise ValueError(
-            f"probs row {row} sums to {float(sums[row - start])!r}, not 1 (tolerance {SUM_TOLERANCE:g}); "
-            "pass softmax probabilities, not logits"
-        )
-
-
-def _check_params(m, prior, k, tau, alpha, iters) -> np.ndarray:
-    """The prior normalised to sum 1, after checking it and k, tau, alpha, iters against m classes."""
-    q = np.asarray(prior, dtype=np.float64)
-    if q.ndim != 1 or q.shape[0] != m:
-        raise ValueError(f"prior must have one entry per class: probs has {m} classes, prior has shape {q.shape}")
-    if not np.isfinite(q).all():
-        raise ValueError(f"prior has a non-finite value: {_short(q)}")
-    if (q <= 0).any():
-        bad = int(np.argmax(q <= 0))
-        raise ValueError(
-            f"prior must be positive: entry {bad} is {float(q[bad])!r} (a class with no training examples: smooth the counts first)"
-        )
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= m:
-        raise ValueError(f"k must be an integer in [2, m={m}]; got {k!r}")
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) or not 0 < float(tau) <= 1:
-        raise ValueError(f"tau must be in (0, 1]; got {tau!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not (0 < float(alpha) < math.inf):
-        raise ValueError(f"alpha must be positive and finite; got {alpha!r}")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1; got {iters!r}")
-    return q / q.sum()
-
-
-def _short(row: np.ndarray) -> str:
-    text = np.array2string(row[:8], precision=4)
-    return text if row.shape[0] <= 8 else text[:-1] + " ...]"
-
-
 # --------------------------------------------------------------------------- uncertainty
 
 
@@ -217,8 +141,8 @@ def uncertainty(probs, k: int = 3) -> np.ndarray:
         raise ValueError(f"uncertainty needs a 2-D probs array and 2 <= k <= m; got shape {P.shape}, k={k!r}")
     n = P.shape[0]
     out = np.empty(n)
-    for start in range(0, n, CHUNK_ROWS):
-        block = P[start : start + CHUNK_ROWS]
+    for start in range(0, n, can_inputs.CHUNK_ROWS):
+        block = P[start : start + can_inputs.CHUNK_ROWS]
         out[start : start + block.shape[0]] = _top_k_entropy(_top_k(block, k), k)
     return np.clip(out, 0.0, 1.0)
 
@@ -246,11 +170,11 @@ def _top_k_entropy(top: np.ndarray, k: int) -> np.ndarray:
 
 def can_apply(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> CanResult:
     """CAN, vectorised; returns the adjusted probabilities with the uncertain mask and scores."""
-    P = _as_matrix(probs)
+    P = as_matrix(probs)
     try:
-        q = _check_params(P.shape[1], prior, k, tau, alpha, iters)
+        q = check_params(P.shape[1], prior, k, tau, alpha, iters)
     except ValueError:
-        _validate(P, prior, k, tau, alpha, iters)  # a bad probs row is reported first, as always
+        validate_inputs(P, prior, k, tau, alpha, iters)  # a bad probs row is reported first, as always
         raise
     alpha = float(alpha)
     out, u, S = _first_pass(P, k, tau, alpha, sums=iters == 1)
@@ -343,9 +267,9 @@ def _first_pass(P: np.ndarray, k: int, tau, alpha: float, sums: bool) -> tuple[n
             np.copyto(block, P[start:stop])
             row_sums = block @ ones
             if not (block.min() >= 0 and row_sums.min() >= 1 - slack and row_sums.max() <= 1 + slack):
-                for s in range(max(checked, start // CHUNK_ROWS * CHUNK_ROWS), stop, CHUNK_ROWS):
-                    _check_rows(P, s, s + CHUNK_ROWS)
-                    checked = s + CHUNK_ROWS
+                for s in range(max(checked, start // can_inputs.CHUNK_ROWS * can_inputs.CHUNK_ROWS), stop, can_inputs.CHUNK_ROWS):
+                    can_inputs.check_rows(P, s, s + can_inputs.CHUNK_ROWS)
+                    checked = s + can_inputs.CHUNK_ROWS
             if k < m:  # np.partition's own copy, into a reused buffer (same selection, same order)
                 w = work[: stop - start]
                 np.copyto(w, block)
@@ -387,7 +311,7 @@ class _RowSums:
         keep[1:end] = mask
         while True:
             sel = np.flatnonzero(keep[lo + 1 : end])
-            room = CHUNK_ROWS - self.filled
+            room = can_inputs.CHUNK_ROWS - self.filled
             hi = end if sel.size < room else lo + 2 + int(sel[room - 1])
             self.buf[lo], keep[lo] = self.acc, True  # row lo is spent (or the slot above the chunk)
             self.acc = np.add.reduce(self.buf[lo:hi], axis=0, where=keep[lo:hi, None])

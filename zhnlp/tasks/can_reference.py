@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-import zhnlp.tasks.can as _can  # CHUNK_ROWS read at call time: the tests vary it for both implementations
+from zhnlp.tasks import can_inputs  # CHUNK_ROWS read at call time: the tests vary it for both implementations
 from zhnlp.tasks.can import (
     EPS,
     CanResult,
     _correct_all_iterated,
     _loop_rows,
     _reference_matrix,
-    _validate,
     uncertainty,
 )
+from zhnlp.tasks.can_inputs import validate_inputs
 
 
 def can_adjust_loop(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> np.ndarray:
     """The reference implementation: the spec's per-row loop, literally. O(N_uncertain·n·m·iters)."""
-    P, q = _validate(probs, prior, k, tau, alpha, iters)
+    P, q = validate_inputs(probs, prior, k, tau, alpha, iters)
     uncertain = uncertainty(P, k) >= tau
     C = _reference_matrix(P, np.flatnonzero(~uncertain))
     out = P.copy()
@@ -35,7 +35,7 @@ def can_adjust_loop(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1
 def can_apply_before_fusion(probs, prior, k: int = 3, tau: float = 0.9, alpha: float = 1.0, iters: int = 1) -> CanResult:
     """``can_apply`` as it was before the fused pass (separate validation, scoring, copy and
     S passes, fancy-indexed copies), kept verbatim."""
-    P, q = _validate(probs, prior, k, tau, alpha, iters)
+    P, q = validate_inputs(probs, prior, k, tau, alpha, iters)
     alpha = float(alpha)
     u = uncertainty(P, k)
     uncertain = u >= tau
@@ -48,8 +48,8 @@ def can_apply_before_fusion(probs, prior, k: int = 3, tau: float = 0.9, alpha: f
     if iters > 1:  # unchanged code, shared with can_apply
         return CanResult(out, uncertain, u, reference, _correct_all_iterated(P, q, alpha, iters, uncertain, out))
     S = _power_sums(P, conf_idx, alpha)
-    for start in range(0, unc_idx.size, _can.CHUNK_ROWS):
-        idx = unc_idx[start : start + _can.CHUNK_ROWS]
+    for start in range(0, unc_idx.size, can_inputs.CHUNK_ROWS):
+        idx = unc_idx[start : start + can_inputs.CHUNK_ROWS]
         xa = np.maximum(P[idx], EPS) ** alpha
         new = q * xa / (S + xa)
         out[idx] = new / new.sum(axis=1, keepdims=True)
@@ -61,6 +61,6 @@ def _power_sums(P: np.ndarray, conf_idx: np.ndarray, alpha: float) -> np.ndarray
     if conf_idx.size == 0:
         return _reference_matrix(P, conf_idx).__pow__(alpha).sum(axis=0)
     S = np.zeros(P.shape[1])
-    for start in range(0, conf_idx.size, _can.CHUNK_ROWS):
-        S += (np.maximum(P[conf_idx[start : start + _can.CHUNK_ROWS]], EPS) ** alpha).sum(axis=0)
+    for start in range(0, conf_idx.size, can_inputs.CHUNK_ROWS):
+        S += (np.maximum(P[conf_idx[start : start + can_inputs.CHUNK_ROWS]], EPS) ** alpha).sum(axis=0)
     return S

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -27,13 +27,9 @@ SELECTED_BY = ("dev accuracy; ties: fewest changed dev predictions, then fewest 
 
 
 @dataclass(frozen=True)
-class CanParams:
-    """The ``can`` params: CAN's fixed settings, the reference-size threshold and the dev grid."""
+class CanParams(CanConfig):
+    """The ``can`` params: CAN's fixed settings (those of :class:`CanConfig`), plus the reference-size threshold and the dev grid."""
 
-    k: int = 3  # a task with fewer classes uses k = its class count
-    tau: float = 0.9
-    alpha: float = 1.0
-    iters: int = 1
     # A reference (the confident rows) below max(min_reference, min_reference_per_class × classes) rows is flagged.
     min_reference: int = 30
     min_reference_per_class: float = 2.0
@@ -42,10 +38,11 @@ class CanParams:
     alpha_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
 
     def fixed(self) -> CanConfig:
-        return CanConfig(k=self.k, tau=self.tau, alpha=self.alpha, iters=self.iters)
+        """The fixed settings alone, as :func:`zhnlp.tasks.can.can_apply` takes them."""
+        return CanConfig(**{f.name: getattr(self, f.name) for f in fields(CanConfig)})
 
     def validate(self, where: str) -> None:
-        self.fixed().validate(where)
+        super().validate(where)
         if self.min_reference < 0:
             raise ConfigError(f"{where}.min_reference: {self.min_reference!r} is not allowed; use an integer >= 0")
         if not (0 <= self.min_reference_per_class < math.inf):

@@ -34,6 +34,7 @@ IDENTITY_TAGS = ("zhnlp.model", "dvc.deps_hash", "zhnlp.serving_code")  # equal 
 FAMILIES = {"finetune.models": ("finetune_clue", "finetune.recipe"), "finetune.checkpoints": ("finetune_checkpoint", "finetune.checkpoint_recipe")}
 # What a served model imports (zhnlp itself travels with the model); pinned to the versions installed here.
 SERVING_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "jieba")
+INCLUDE = ("clue", "ape210k", "lccc")
 PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 
@@ -47,10 +48,14 @@ class RegisterConfig:
 
     enabled: bool = True
     name_prefix: str = "zhnlp-"
+    include: tuple[str, ...] = INCLUDE  # the model families registered: clue (every clue.tasks model), ape210k, lccc
 
     def validate(self, where: str) -> None:
         if not PREFIX.match(self.name_prefix):
             raise ConfigError(f"{where}.name_prefix: {self.name_prefix!r} is not allowed; use 1-40 letters, digits, '_', '-' or '.' (not first)")
+        for i, family in enumerate(self.include):
+            if family not in INCLUDE:
+                raise ConfigError(f"{where}.include[{i}]: {family!r} is not allowed; use {', '.join(INCLUDE)}")
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,14 @@ def _candidate(root: Path, stage: str, model: str, task: str, recipe: str) -> Ca
     return Candidate(model, task, stage, kind, metric, float(dev), trained, trained == recipe, model_dir, root / "data" / "prepared" / "clue" / task)
 
 
-def generative_candidates(root: Path, params: Mapping[str, Any]) -> list[Candidate]:
-    """The Ape210K seq2seq and LCCC dialogue models (``models/finetune_ape210k``, ``models/finetune_lccc``).
+def generative_candidates(root: Path, params: Mapping[str, Any], tasks: Sequence[str] = tuple(GENERATIVE)) -> list[Candidate]:
+    """The Ape210K seq2seq and LCCC dialogue models (``models/finetune_ape210k``, ``models/finetune_lccc``) of ``tasks``.
     Ape210K is served with its largest beam (``finetune_ape210k.beams``), and scored by that beam's dev accuracy."""
     beams = max(int(b) for b in params["finetune_ape210k.beams"])
     out = []
     for task, (stage, kind, split, metric) in GENERATIVE.items():
+        if task not in tasks:
+            continue
         metric = metric.format(beams=beams)
         report = _report(root, f"reports/{stage}/metrics.json", stage)
         dev = ((report.get("trained") or {}).get(split) or {}).get(metric)
