@@ -33,6 +33,7 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["clue"]["tasks"] = {k: v for k, v in params["clue"]["tasks"].items() if k in TASKS}
     params["finetune"].update(models=[], checkpoints=["tiny"], checkpoint_recipe="tiny-cpu")
+    params["register"]["include"] = ["clue"]  # the generation heads are registered in test_generation_stages.py
     recipe = params["finetune"]["recipes"]["tiny-cpu"]
     recipe.update(num_train_epochs=1, tasks={"chid": {"max_seq_len": 64}}, per_device_train_batch_size=16)
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
