@@ -120,10 +120,13 @@ def log_version(client, name: str, cand: Candidate, source, tmp: Path):
 
 def register_task(client, experiment_id: str, name: str, candidates: list[Candidate], tmp: Path) -> dict:
     """Every candidate of one task as a version of ``name``; the alias on the champion's. {model: (version, new)}."""
+    first = candidates[0]
     if not client.search_registered_models(f"name = '{name}'"):
-        first = candidates[0]
-        client.create_registered_model(name, tags={"zhnlp.task": first.task, "zhnlp.kind": first.kind},
-                                       description=f"Finetuned {first.task} models ({first.kind}; stage register)")
+        client.create_registered_model(name)
+    # description and tags kept current, also on a model an older version of this stage registered
+    client.update_registered_model(name, description=f"Finetuned {first.task} models ({first.kind}; stage register)")
+    for key, value in {"zhnlp.task": first.task, "zhnlp.kind": first.kind}.items():
+        client.set_registered_model_tag(name, key, value)
     versions = {c.model: log_version(client, name, c, finetune_run(client, experiment_id, c.stage), tmp) for c in candidates}
     best = champion(candidates)
     if best is not None:

@@ -202,6 +202,8 @@ def test_champion_alias_resolves_to_the_better_model_and_links_its_run(project):
     root, client = project["root"], project["client"]
     assert dev_accuracy(root, "tiny") > dev_accuracy(root, "blind")
     version = client.get_model_version_by_alias("zhnlp-tnews", "champion")
+    registered = client.get_registered_model("zhnlp-tnews")
+    assert registered.tags == {"zhnlp.task": "tnews", "zhnlp.kind": "classification"} and registered.description.startswith("Finetuned tnews models")
     run = finetune_runs(client)["finetune_clue@tiny-tnews"]
     assert version.run_id == run.info.run_id
     assert version.tags == {"dvc.stage": "finetune_clue@tiny-tnews", "dvc.deps_hash": run.data.tags["dvc.deps_hash"], "zhnlp.model": "tiny",
