@@ -207,29 +207,30 @@ def test_dvc_exp_run_with_set_param(project):
     assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
 
 
-def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project, prefect_harness, monkeypatch):
+def test_flow_runs_stale_stages_in_parallel_and_leaves_the_same_lock(project, prefect_harness, monkeypatch):
     from prefect.client.orchestration import get_client
 
     from flows.pipeline import pipeline
 
     lock_by_repro = (project / "dvc.lock").read_text()
-    # Make every stage stale with nothing to restore: delete outputs and the cache. (A stage whose inputs
-    # come back bit-identical, such as can@chid over deterministic predictions or a tokenizer over the same
-    # prepared text, is stale only if its own outputs are gone; can@chid's cached output is an empty folder,
-    # which DVC restores without a cache, so its uncached reports go too.)
-    for rel in ("data/demo", "data/prepared", "data/predictions", "data/predictions_can", "reports/can", "models/tokenizers", ".dvc/cache"):
-        subprocess.run(["rm", "-rf", str(project / rel)], check=True)
+    # The whole DAG is built by `dvc repro` in the first test; building it all again here through the flow cost 13
+    # of the suite's 62 minutes. The flow reruns, forced and alone (as dvc repro -f -s), the 14 data stages, which
+    # must come back bit for bit and in parallel, and one finetune stage with what reads its model (training is not
+    # bitwise across thread counts): the lock must stay consistent, and `dvc status` clean.
+    data_stages = [s for s in all_stages(project) if s.startswith(THREAD_STABLE)]
+    forced = data_stages + ["finetune_clue@char-tnews", "can@tnews", "leaderboard", "register"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
 
-    results = pipeline(project_dir=str(project), max_workers=2)
-    assert sorted(r["stage"] for r in results if r["status"] == "ran") == all_stages(project)
+    results = pipeline(project_dir=str(project), targets=forced, force=True, single_item=True, max_workers=2)
+    ran = sorted(r["stage"] for r in results if r["status"] == "ran")
+    assert ran == sorted(forced)
     assert lock_view((project / "dvc.lock").read_text(), exact=THREAD_STABLE) == lock_view(lock_by_repro, exact=THREAD_STABLE)
     assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
 
     all_runs = runs(project)
     (parent,) = [r for r in all_runs if r.data.tags.get("zhnlp.trigger") == "prefect"]
     children = children_of(all_runs, parent.info.run_id)
-    assert sorted(r.data.tags["dvc.stage"] for r in children) == all_stages(project)
+    assert sorted(r.data.tags["dvc.stage"] for r in children) == ran
     assert {r.data.tags["prefect.flow_run_id"] for r in children} == {parent.data.tags["prefect.flow_run_id"]}
     spans = sorted((r["started"], r["finished"]) for r in results if r["stage"].startswith("prepare_"))
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"independent stages should overlap in time: {spans}"
@@ -243,13 +244,9 @@ def test_flow_rebuilds_stale_stages_in_parallel_and_leaves_the_same_lock(project
     artifacts = [a for a in asyncio.run(summary()) if a.key == "zhnlp-pipeline-summary"]
     assert artifacts and "prepare_clue@tnews | ran" in artifacts[0].data
 
-    # Up to date now: nothing runs. Forced stages alone (as dvc repro -f -s) run without their upstream and leave
-    # the same lock; an unknown stage is a one-line error. Then one param change runs exactly that stage.
+    # Up to date now: nothing runs, and an unknown stage is a one-line error. Then one param change runs exactly
+    # the stages that declare it.
     assert [r for r in pipeline(project_dir=str(project)) if r["status"] == "ran"] == []
-    lock = (project / "dvc.lock").read_text()
-    forced = pipeline(project_dir=str(project), targets=["can@tnews", "leaderboard"], force=True, single_item=True)
-    assert sorted(r["stage"] for r in forced if r["status"] == "ran") == ["can@tnews", "leaderboard"]
-    assert (project / "dvc.lock").read_text() == lock
     with pytest.raises(UserError, match=r"^no stage named can@nosuch in dvc.yaml"):
         pipeline(project_dir=str(project), targets=["can@nosuch"])
     params_path = project / "params.yaml"
