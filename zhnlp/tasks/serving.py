@@ -77,7 +77,6 @@ SERVED = {
     "math_word_problem": ServedKind("math_word_problem", (Column("question", STRING, True),), (Column("equation", STRING), Column("answer", DOUBLE))),
     "dialogue": ServedKind("dialogue", (Column("history", STRINGS, True),), (Column("reply", STRING),)),
 }
-GENERATIVE = ("math_word_problem", "dialogue")  # finetune_ape210k / finetune_lccc models: one per pipeline, not per CLUE task
 
 
 @dataclass
