@@ -17,7 +17,7 @@ import mlflow
 import pandas as pd
 
 
-class ClueModel(mlflow.pyfunc.PythonModel):
+class ServedModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from zhnlp.tasks.serving import load_predictor
 
@@ -32,4 +32,4 @@ class ClueModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(predict(self.predictor, self.kind, rows))
 
 
-mlflow.models.set_model(ClueModel())
+mlflow.models.set_model(ServedModel())

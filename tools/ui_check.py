@@ -241,7 +241,7 @@ class Pages:
     @functools.cached_property
     def flow_run(self) -> dict | PageError:
         """The latest pipeline flow run that ran stages (a run with nothing stale has an empty graph); when the
-        Prefect DB has none and the DAG is up to date, one is recorded first: :data:`GRAPH_STAGES`, forced alone."""
+        Prefect DB has none and the DAG is up to date, one is recorded first: :func:`graph_stages`, forced alone."""
         api = f"{self.prefect}/api"
         if run := self.latest_run_with_tasks(api):
             return run

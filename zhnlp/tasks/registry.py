@@ -1,4 +1,4 @@
-"""The model registry's decisions, without MLflow: which finetuned models a task has, its champion, what a served model reads.
+"""The model registry's decisions, without MLflow: which finetuned models a task has, and its champion.
 
 The ``register`` stage (``stages/register.py``) logs every finetuned transformer CLUE model, of every
 task kind, as an MLflow model and registers it under ``<register.name_prefix><task>``; what a served
