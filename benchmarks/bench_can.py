@@ -36,6 +36,7 @@ from benchmarks.common import MIB, format_table, write_results
 import zhnlp.tasks.can as can
 import zhnlp.tasks.can_inputs as can_inputs
 from zhnlp.tasks.can import EPS, _loop_rows, can_apply, uncertainty
+import zhnlp.tasks.can_reference as can_reference
 from zhnlp.tasks.can_reference import can_adjust_loop, can_apply_before_fusion
 
 ROWS, CLASSES, SUBSET, CONCENTRATION = 1_000_000, 119, 2_000, 0.012
@@ -202,7 +203,7 @@ def _phases(P: np.ndarray, prior: np.ndarray, res, repeat: int) -> dict:
         "reference: validation": lambda: can_inputs.validate_inputs(P, prior, k, tau, alpha, 1),
         "reference: uncertainty": lambda: uncertainty(P, k),
         "reference: P.copy()": lambda: P.copy(),
-        "reference: S over confident rows": lambda: can._reference_power_sums(P, conf_idx, alpha),
+        "reference: S over confident rows": lambda: can_reference._power_sums(P, conf_idx, alpha),
         "reference: correction (P[idx] copies)": lambda: _reference_correction(P, q, alpha, S, unc_idx, out),
     }
     return {name: best_time(fn, repeat)[0] for name, fn in timed.items()}

@@ -517,3 +517,14 @@ def test_can_stage_params_are_strict_and_match_params_yaml():
         with pytest.raises(ConfigError, match=message):
             from_params(CanParams, entry | bad, "can")
     assert from_params(CanParams, entry | {"alpha_grid": [], "select_on_dev": False}, "can").alpha_grid == ()
+
+
+def test_the_can_benchmark_runs_and_checks_itself_on_a_small_array():
+    """``make bench``'s CAN benchmark calls this module's internals by name: a rename must break a test, not the
+    benchmark. On 5,000 rows it runs every phase and its own equality checks against the reference."""
+    from benchmarks import bench_can
+
+    results = bench_can.run(1, rows=5_000, loop_rows_full=2)
+    assert results["uncertain_rows"] > 0 and results["max_abs_diff_vs_reference"]["probs"] <= 1e-12
+    assert set(results["phases_s"]) >= {"fused: first pass (copy, checks, scores, S)", "reference: S over confident rows"}
+    assert "fused pass: speed-up vs before" in bench_can.summary(results)

@@ -250,6 +250,17 @@ def test_stale_lock_file_and_reused_pid_never_block(project):
     assert run.data.tags["dvc.deps_hash"] == "not-run-by-dvc"
 
 
+def test_a_hand_run_named_as_a_dvc_stage_hands_its_write_locks_back(project):
+    """DVC_STAGE set with no dvc or flow above it (a stage's command rerun by hand): the stage write-locks its
+    outputs in DVC's own rwlock as itself, and releases them when it ends, so no dead entry is left behind."""
+    proc = start([sys.executable, "slow.py", "out"], project, SLOW_STEPS="2", DVC_STAGE="slow")
+    assert finish(proc) == 0, output(proc)
+    rwlock = json.loads((project / ".dvc/tmp/rwlock").read_text())
+    assert not rwlock.get("write"), rwlock
+    (run,) = runs(project)
+    assert len(run.data.tags["dvc.deps_hash"]) == 64, "its dependencies were hashed as DVC hashes them"
+
+
 def test_stale_running_runs_are_judged_by_pid_and_start_time(project, monkeypatch):
     """A RUNNING run whose owner pid now names another process (pid reuse) is KILLED; a live owner's is kept."""
     from stages.common.liveness import identity

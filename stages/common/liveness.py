@@ -24,6 +24,7 @@ A process is named by ``host:pid:create_time``, never by pid alone, so a reused 
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import psutil
 
+from stages.common import dvc_stage
 from stages.common.params import ROOT, fail
 
 OWNER_ENV = "ZHNLP_OWNER_PROCESS"
@@ -164,15 +166,12 @@ def _claim_outputs(stage: str, cmd: str) -> None:
     if not (ROOT / ".dvc" / "config").is_file():  # a DVC project, not only our own lock folder
         return
     from dvc.fs import localfs
-    from dvc.repo import Repo
     from dvc.rwlock import _edit_rwlock
 
-    with lockfile_guard(), Repo(str(ROOT)) as repo:
-        found = [s for s in repo.index.stages if s.addressing == stage or s.name == stage]
-        if not found:
-            return
-        outs = [o.fs_path for o in found[0].outs]
-        tmp_dir, hardlink = repo.tmp_dir, repo.config["core"].get("hardlink_lock", False)
+    found = dvc_stage.lookup(stage)
+    if found is None:
+        return
+    outs, tmp_dir, hardlink = found.outs, found.tmp_dir, found.hardlink_lock
     boss = owner()  # the flow holds its stages' outputs itself; dvc repro only reads them
     ours = {os.getpid()} | ({int(boss.rsplit(":", 2)[1])} if boss else set())
     me = {"pid": os.getpid(), "cmd": cmd}
@@ -269,7 +268,7 @@ def _watchdog(stage: str, ident: str) -> None:
 
 def guard(stage: str) -> None:
     """For the whole life of a stage process: its lock (rank 0 only), SIGTERM handling and the owner watch."""
-    if os.environ.get("RANK", "0") == "0":
-        hold(stage)
+    if os.environ.get("RANK", "0") == "0" and hold(stage):
+        atexit.register(release, stage)  # its DVC write locks too: nothing else releases a lock taken here
     install_sigterm()
     watch_owner(stage)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.common import liveness
+from stages.common import dvc_stage, liveness
 from stages.common.params import ROOT, flatten, resolve, setup_env, write_json
 from zhnlp.progress import enabled as progress_enabled
 
@@ -47,15 +47,8 @@ def git_commit() -> str:
 
 def dvc_deps(stage: str) -> list[dict]:
     """The stage's dependencies with the hashes DVC computes for them (files, dirs and params)."""
-    from dvc.repo import Repo
-
-    with liveness.lockfile_guard(), Repo(str(ROOT)) as repo:
-        found = [s for s in repo.index.stages if s.addressing == stage]
-        entries = []
-        for dep in found[0].deps if found else []:
-            dep.save()
-            entries.append(dep.dumpd())
-    return entries
+    found = dvc_stage.lookup(stage)
+    return list(found.deps) if found else []
 
 
 def deps_hash(deps: list[dict]) -> str:
