@@ -43,25 +43,30 @@ def open_repo(root: str | Path) -> Iterator[Repo]:
         os.chdir(previous)
 
 
-def load_dag(root: Path) -> dict[str, StagePlan]:
-    """Every pipeline stage of dvc.yaml, in an order where upstream comes first."""
-    with open_repo(root) as repo:
-        graph = repo.index.graph  # edges point from a stage to its dependencies
-        order = list(reversed(list(nx.topological_sort(graph))))
-        plans = {}
-        for stage in order:
-            if not getattr(stage, "cmd", None):
-                continue  # .dvc files and imports have no command
-            cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
-            plans[stage.addressing] = StagePlan(
-                name=stage.addressing,
-                cmds=tuple(cmds),
-                wdir=stage.wdir,
-                outs=tuple((str(o.fs_path), bool(o.persist)) for o in stage.outs),
-                upstream=tuple(s.addressing for s in graph.successors(stage) if getattr(s, "cmd", None)),
-                frozen=bool(stage.frozen),
-            )
-        return plans
+def load_dag(root: Path, repo: Repo | None = None) -> dict[str, StagePlan]:
+    """Every pipeline stage of dvc.yaml, in an order where upstream comes first.
+
+    ``repo``: one :func:`open_repo` of ``root`` the caller holds open (its index is then built once for all
+    its uses); else one is opened here."""
+    if repo is None:
+        with open_repo(root) as repo:
+            return load_dag(root, repo)
+    graph = repo.index.graph  # edges point from a stage to its dependencies
+    order = list(reversed(list(nx.topological_sort(graph))))
+    plans = {}
+    for stage in order:
+        if not getattr(stage, "cmd", None):
+            continue  # .dvc files and imports have no command
+        cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+        plans[stage.addressing] = StagePlan(
+            name=stage.addressing,
+            cmds=tuple(cmds),
+            wdir=stage.wdir,
+            outs=tuple((str(o.fs_path), bool(o.persist)) for o in stage.outs),
+            upstream=tuple(s.addressing for s in graph.successors(stage) if getattr(s, "cmd", None)),
+            frozen=bool(stage.frozen),
+        )
+    return plans
 
 
 @contextmanager
@@ -154,7 +159,7 @@ class DvcWriter:
         from dvc.rwlock import rwlock
 
         with self.lock, open_repo(self.root) as repo:
-            stage = next(s for s in repo.index.stages if s.addressing == name)
+            (stage,) = repo.stage.collect(name)  # this stage alone: no index of the whole project
             deps = [d.fs_path for d in stage.deps if not isinstance(d, (RepoDependency, AbstractDependency))]
             held = rwlock(repo.tmp_dir, repo.fs, " ".join(sys.argv), deps, [o.fs_path for o in stage.outs], repo.config["core"].get("hardlink_lock", False))
             try:
@@ -229,8 +234,7 @@ class DvcWriter:
     def commit(self, name: str) -> None:
         """Hash and cache the stage's outputs and write its dvc.lock entry (and run-cache)."""
         with self.lock, lockfile_guard(Path(self.root), exclusive=True), open_repo(self.root) as repo:  # stages read dvc.lock under the shared guard
-            repo.commit(name, force=True)
-            stage = next(s for s in repo.index.stages if s.addressing == name)
+            (stage,) = repo.commit(name, force=True)  # the stage as committed: no index of the whole project
             repo.stage_cache.save(stage)
 
 

@@ -46,16 +46,20 @@ def output_templates(dvc_yaml: dict) -> list[tuple[str, re.Pattern]]:
     return found
 
 
-def declared_outputs(root: Path) -> set[str]:
-    """Every output path of the current ``dvc.yaml`` (after DVC interpolates params), relative to ``root``."""
-    from dvc.repo import Repo
+def declared_outputs(root: Path, repo=None) -> set[str]:
+    """Every output path of the current ``dvc.yaml`` (after DVC interpolates params), relative to ``root``.
 
-    with Repo(str(root)) as repo:
-        return {str(Path(out.fs_path).relative_to(root.resolve())) for stage in repo.index.stages for out in stage.outs}
+    ``repo``: an open DVC repo of ``root`` whose index the caller also uses (the flow), else one is opened."""
+    if repo is None:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            return declared_outputs(root, repo)
+    return {str(Path(out.fs_path).relative_to(root.resolve())) for stage in repo.index.stages for out in stage.outs}
 
 
-def find_orphans(root: Path = ROOT) -> list[Path]:
-    declared = declared_outputs(root)
+def find_orphans(root: Path = ROOT, repo=None) -> list[Path]:
+    declared = declared_outputs(root, repo)
     inside_declared = lambda rel: any(rel == d or rel.startswith(d + "/") for d in declared)  # noqa: E731
     holds_declared = lambda rel: any(d.startswith(rel + "/") for d in declared)  # noqa: E731
     found: set[Path] = set()
@@ -83,9 +87,9 @@ def remove(paths: list[Path], root: Path = ROOT) -> None:
             parent = parent.parent
 
 
-def remove_orphans(root: Path = ROOT) -> list[Path]:
+def remove_orphans(root: Path = ROOT, repo=None) -> list[Path]:
     """Find and delete the orphans under ``root``; returns what was removed."""
-    orphans = find_orphans(root)
+    orphans = find_orphans(root, repo)
     remove(orphans, root)
     return orphans
 

@@ -29,7 +29,7 @@ from zhnlp.errors import UserError
 from zhnlp.flow_settings import FlowSettings
 from zhnlp.flow_settings import flow_settings as read_flow_settings
 
-from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, remove_output, upstream_closure
+from flows.dag import DvcWriter, StagePlan, downstream_closure, load_dag, open_repo, remove_output, upstream_closure
 from flows.orphans import remove_orphans
 from stages.common.liveness import OWNER_ENV, identity
 
@@ -116,9 +116,10 @@ def pipeline(
     delay = settings.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
 
     logger = get_run_logger()
-    for path in remove_orphans(root):  # before staleness: folders some stages depend on must hold current outputs only
-        logger.info("removed %s: the output of a stage no longer in dvc.yaml", path.relative_to(root))
-    dag = load_dag(root)
+    with open_repo(root) as repo:  # one DVC index for both (dvc status below builds its own: DVC resets it)
+        for path in remove_orphans(root, repo):  # before staleness: folders some stages depend on must hold current outputs only
+            logger.info("removed %s: the output of a stage no longer in dvc.yaml", path.relative_to(root))
+        dag = load_dag(root, repo)
     check_targets(dag, targets, single_item)
     selected = set(targets) if single_item else upstream_closure(dag, set(targets)) if targets else set(dag)
     writer = DvcWriter(root)
