@@ -14,10 +14,11 @@ import time
 import traceback
 from pathlib import Path
 
+from benchmarks import targets
 from benchmarks.common import ROOT, write_results
 
 # Modules in this package with run(repeat, tmp) and summary(results).
-BENCHMARKS = ("prepare", "pipeline", "bench_encode", "bench_pretrain", "bench_can", "bench_generation", "bench_hostile", "bench_token_dataset", "bench_parity", "scale_out", "bench_ape210k", "bench_lccc_dedupe")
+BENCHMARKS = ("prepare", "pipeline", "bench_encode", "bench_pretrain", "bench_can", "bench_generation", "bench_hostile", "bench_token_dataset", "bench_parity", "scale_out", "bench_ape210k", "bench_lccc_dedupe", "fresh_clone")
 
 
 def git_commit() -> str:
@@ -37,7 +38,7 @@ def main() -> int:
         parser.error("--repeat must be at least 1")
 
     meta = {"commit": git_commit(), "cpus": os.cpu_count(), "python": platform.python_version(), "repeat": args.repeat}
-    summaries, failed = [], []
+    summaries, failed, fresh = [], [], {}
     for name in args.names or BENCHMARKS:
         module = importlib.import_module(f"benchmarks.{name}")
         tmp = Path(tempfile.mkdtemp(prefix=f"zhnlp-bench-{name}-"))
@@ -53,9 +54,10 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         results = {"benchmark": name, "wall_s": time.perf_counter() - t0, "meta": meta} | results
         path = write_results(name, results)
+        fresh[name] = results
         summaries.append(f"{module.summary(results)}\n(results: {path.relative_to(ROOT)}, {results['wall_s']:.0f} s)")
 
-    print("\n" + "\n\n".join(summaries))
+    print("\n" + "\n\n".join([*summaries, targets.table(fresh)]))
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

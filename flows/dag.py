@@ -11,7 +11,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,9 +173,12 @@ class DvcWriter:
             with self.lock:
                 held.__exit__(None, None, None)
 
-    def stale(self) -> set[str]:
-        """Every stale stage. (``dvc status`` of named targets is slower: DVC collects each one apart.)"""
-        with self.lock, params_read_once(), open_repo(self.root) as repo:
+    def stale(self, repo: Repo | None = None) -> set[str]:
+        """Every stale stage. (``dvc status`` of named targets is slower: DVC collects each one apart.)
+
+        ``repo``: an :func:`open_repo` of this project held under ``dvc.repo.lock_repo`` by the caller, so
+        that status uses the index the caller built (DVC rebuilds it when status takes the lock itself)."""
+        with self.lock, params_read_once(), nullcontext(repo) if repo is not None else open_repo(self.root) as repo:
             return set(repo.status())
 
     def changes(self, name: str) -> list:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import flows  # noqa: F401 - sets the offline, in-project Prefect defaults
 import yaml
+from dvc.repo import lock_repo
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -116,14 +117,16 @@ def pipeline(
     delay = settings.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
 
     logger = get_run_logger()
-    with open_repo(root) as repo:  # one DVC index for both (dvc status below builds its own: DVC resets it)
+    writer = DvcWriter(root)
+    # One DVC index for the orphans, the DAG and the status: under DVC's repo lock, status keeps the index built
+    # here instead of rebuilding it (0.4 s: a no-op flow against a running server, 3.8 s -> 3.65 s).
+    with open_repo(root) as repo, lock_repo(repo):
         for path in remove_orphans(root, repo):  # before staleness: folders some stages depend on must hold current outputs only
             logger.info("removed %s: the output of a stage no longer in dvc.yaml", path.relative_to(root))
         dag = load_dag(root, repo)
-    check_targets(dag, targets, single_item)
-    selected = set(targets) if single_item else upstream_closure(dag, set(targets)) if targets else set(dag)
-    writer = DvcWriter(root)
-    candidates = selected if force else downstream_closure(dag, writer.stale()) & selected
+        check_targets(dag, targets, single_item)
+        selected = set(targets) if single_item else upstream_closure(dag, set(targets)) if targets else set(dag)
+        candidates = selected if force else downstream_closure(dag, writer.stale(repo)) & selected
     logger.info("%d of %d stages may be stale: %s", len(candidates), len(selected), sorted(candidates))
     if not candidates:
         _publish_summary([], dag, 0.0)

@@ -552,3 +552,7 @@ def test_the_can_benchmark_runs_and_checks_itself_on_a_small_array():
     assert results["uncertain_rows"] > 0 and results["max_abs_diff_vs_reference"]["probs"] <= 1e-12
     assert {"fused: first pass, 1 thread", "reference: S over confident rows"} <= set(results["phases_s"])
     assert "fused pass: speed-up vs before" in bench_can.summary(results)
+    from benchmarks import targets
+
+    (row,) = [line for line in targets.table({"bench_can": results}).splitlines() if line.startswith("CAN 1M")]
+    assert f"{results['vectorised_s']:.3f} s ({results['workers']} threads)" in row and "this run" in row
