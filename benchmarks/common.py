@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,31 +48,32 @@ class ChildRun:
     stderr: str
 
 
+# Linux counts a forked child's peak RSS from its parent's: fork copies the parent's high-water mark, and
+# exec folds it into the child's maxrss. After a large benchmark (bench_can peaks at 4.7 GB) every direct
+# child would report at least that. So ``cmd`` runs under a small stdlib-only Python (``-S``, about 15 ms),
+# whose own children start from its few MiB; it reports their peak RSS (RUSAGE_CHILDREN) on its last line.
+_RSS_MARK = "@@zhnlp-bench-max-rss-kib="
+_RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[1:])\n"
+    f"sys.stderr.write('\\n{_RSS_MARK}%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code if code >= 0 else 128 - code)\n"
+)
+
+
 def run_child(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> ChildRun:
-    """Run ``cmd`` to completion; reap it with wait4 to get its own peak RSS."""
+    """Run ``cmd`` to completion: its wall time and its peak RSS (the largest of its processes, its own
+    start-up included, never this benchmark process's memory)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = _drain(proc)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", _RSS_WRAPPER, *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate()
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
-    return ChildRun(proc.returncode, seconds, usage.ru_maxrss, out, err)
-
-
-def _drain(proc: subprocess.Popen) -> tuple[str, str]:
-    """Read both pipes to EOF without reaping the child (communicate() would wait on it)."""
-    chunks: dict[str, str] = {}
-
-    def read(name, pipe):
-        chunks[name] = pipe.read()
-        pipe.close()
-
-    readers = [threading.Thread(target=read, args=(n, p)) for n, p in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in readers:
-        t.start()
-    for t in readers:
-        t.join()
-    return chunks["out"], chunks["err"]
+    head, _, mark = err.rstrip("\n").rpartition("\n")
+    if not mark.startswith(_RSS_MARK):
+        raise RuntimeError(f"{cmd[0]}: no peak RSS from the benchmark's wrapper (exit {proc.returncode}):\n{err[-2000:]}")
+    return ChildRun(proc.returncode, seconds, int(mark[len(_RSS_MARK) :]), out, head)
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
