@@ -61,6 +61,10 @@ DVC_YAML = """stages:
     cmd: python slow.py out_sh && echo finished
     deps: [slow.py]
     outs: [out_sh]
+  needs_input:
+    cmd: python slow.py out_in
+    deps: [slow.py, missing.txt]
+    outs: [out_in]
 """
 
 TIMEOUT = 120
@@ -259,6 +263,15 @@ def test_a_hand_run_named_as_a_dvc_stage_hands_its_write_locks_back(project):
     assert not rwlock.get("write"), rwlock
     (run,) = runs(project)
     assert len(run.data.tags["dvc.deps_hash"]) == 64, "its dependencies were hashed as DVC hashes them"
+
+
+def test_a_stage_under_dvc_whose_input_is_missing_stops_with_one_line(project):
+    """DVC_STAGE names a stage whose dependency does not exist (its upstream never ran): one error line, exit 2."""
+    proc = start([sys.executable, "slow.py", "out_in"], project, SLOW_STEPS="1", DVC_STAGE="needs_input")
+    assert finish(proc) == 2
+    text = output(proc).strip()
+    assert text == "error: stage needs_input: dependency 'missing.txt' does not exist; run the stages before it first (dvc repro needs_input)", text
+    assert not (project / "out_in").exists() and runs(project) == []
 
 
 def test_stale_running_runs_are_judged_by_pid_and_start_time(project, monkeypatch):

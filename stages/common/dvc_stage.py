@@ -25,12 +25,16 @@ class DvcStage:
 
 
 @functools.cache
-def lookup(stage: str, root: Path = ROOT) -> DvcStage | None:
-    """``stage`` (``name`` or ``name@key``) of the project at ``root``; None when it has no such stage."""
+def lookup(stage: str, root: Path = ROOT, *, hash_deps: bool = True) -> DvcStage | None:
+    """``stage`` (``name`` or ``name@key``) of the project at ``root``; None when it has no such stage.
+
+    ``hash_deps=False``: outputs only (``deps`` empty), for a stage run by hand, whose upstream outputs
+    need not exist. Under DVC they all do; a missing one is a one-line error."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     from stages.common.liveness import lockfile_guard  # liveness imports this module
+    from zhnlp.errors import UserError
 
     with lockfile_guard(root), Repo(str(root)) as repo:
         try:
@@ -40,8 +44,11 @@ def lookup(stage: str, root: Path = ROOT) -> DvcStage | None:
         if not found:
             return None
         deps = []
-        for dep in found[0].deps:
-            dep.save()
+        for dep in found[0].deps if hash_deps else ():
+            try:
+                dep.save()
+            except DvcException as err:
+                raise UserError(f"stage {stage}: {err}; run the stages before it first (dvc repro {stage})") from None
             deps.append(dep.dumpd())
         return DvcStage(
             outs=tuple(o.fs_path for o in found[0].outs),

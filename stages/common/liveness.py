@@ -168,7 +168,8 @@ def _claim_outputs(stage: str, cmd: str) -> None:
     from dvc.fs import localfs
     from dvc.rwlock import _edit_rwlock
 
-    found = dvc_stage.lookup(stage)
+    # Under DVC (or the flow) the dependencies are hashed in the same lookup, for the MLflow lineage.
+    found = dvc_stage.lookup(stage, hash_deps=os.environ.get("DVC_STAGE") == stage)
     if found is None:
         return
     outs, tmp_dir, hardlink = found.outs, found.tmp_dir, found.hardlink_lock

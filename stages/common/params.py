@@ -168,9 +168,9 @@ def run(main) -> None:
     from stages.common.liveness import guard
     from zhnlp.errors import UserError
 
-    if os.environ.get("DVC_STAGE"):
-        guard(os.environ["DVC_STAGE"])
     try:
+        if os.environ.get("DVC_STAGE"):
+            guard(os.environ["DVC_STAGE"])
         main()
     except UserError as err:
         fail(str(err))
