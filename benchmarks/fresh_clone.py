@@ -30,7 +30,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict) -> dict:
     child = run_child(cmd, cwd=cwd, env=env)
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {child.returncode}):\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}")
-    return {"seconds": child.seconds, "max_rss_mib": child.max_rss_kib / 1024, "stdout_tail": child.stdout[-2000:]}
+    return {"seconds": child.seconds, "max_rss_mib": child.max_rss_kib / 1024}
 
 
 def stage_times(db: Path) -> dict:
