@@ -9,6 +9,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
+# make test runs the suite on TEST_WORKERS processes (pytest-xdist), one test module per worker at a time
+# (module fixtures such as the e2e build are made once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 
 export PATH := $(BIN):$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -53,7 +56,7 @@ flow: install           ## the same DAG as a Prefect flow (ephemeral server unle
 
 test: install
 	@if [ -n "$$CI" ]; then python -c "import torch, sys; sys.exit('CI must use the CPU torch build, got ' + torch.__version__) if torch.version.cuda else None"; fi
-	python -m pytest $(PYTEST_ARGS)
+	python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
 
 bench: install
 	python -m benchmarks
