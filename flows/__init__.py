@@ -1,7 +1,12 @@
-"""Prefect flows built from dvc.yaml. Importing this package sets offline, in-project defaults."""
+"""Prefect flows built from dvc.yaml. Importing this package sets offline, in-project defaults, and the
+garbage collector's thresholds for a process that imports Prefect, DVC and MLflow (stages.common.gc_policy)."""
 
 import os
 from pathlib import Path
+
+from stages.common import gc_policy
+
+gc_policy.tune()
 
 _ROOT = Path(__file__).resolve().parents[1]
 for _key, _value in {

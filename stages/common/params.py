@@ -165,9 +165,11 @@ def run(main) -> None:
     Under ``dvc repro`` or the flow the stage first takes its lock and ties its life to theirs
     (:func:`stages.common.liveness.guard`), before it touches any output or checkpoint.
     """
+    from stages.common import gc_policy
     from stages.common.liveness import guard
     from zhnlp.errors import UserError
 
+    gc_policy.tune()  # before main's imports of MLflow, transformers and torch (stages.common.gc_policy)
     try:
         if os.environ.get("DVC_STAGE"):
             guard(os.environ["DVC_STAGE"])
