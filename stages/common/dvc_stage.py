@@ -10,6 +10,7 @@ is 0.3 s once per stage process, against 1.3 s for the two index loads it replac
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,17 @@ class DvcStage:
     hardlink_lock: bool  # core.hardlink_lock: how DVC itself edits that lock
 
 
-@functools.cache
-def lookup(stage: str, root: Path = ROOT, *, hash_deps: bool = True) -> DvcStage | None:
-    """``stage`` (``name`` or ``name@key``) of the project at ``root``; None when it has no such stage.
+def lookup(stage: str) -> DvcStage | None:
+    """``stage`` (``name`` or ``name@key``) of this project; None when it has no such stage.
 
-    ``hash_deps=False``: outputs only (``deps`` empty), for a stage run by hand, whose upstream outputs
-    need not exist. Under DVC they all do; a missing one is a one-line error."""
+    Its dependencies are hashed only when DVC (or the flow) runs it (``DVC_STAGE`` names it): under DVC
+    they all exist, and a missing one is a one-line error. A stage run by hand gets its outputs only
+    (``deps`` empty): its upstream outputs need not exist."""
+    return _lookup(stage, ROOT, hash_deps=os.environ.get("DVC_STAGE") == stage)
+
+
+@functools.cache
+def _lookup(stage: str, root: Path, hash_deps: bool) -> DvcStage | None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 

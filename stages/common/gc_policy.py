@@ -6,7 +6,7 @@ they import; with 10,000, about 120 times. At exit, freezing them spares the int
 
 Measured on 2 cores: importing MLflow (and its store), torch and transformers 4.9 -> 4.0 s and exiting
 1.06 -> 0.15 s; the stage ``prepare_clue@tnews`` 3.4 -> 2.4 s and ``finetune_clue@char-tnews`` 11.3 -> 9.4 s
-(peak RSS unchanged); a no-op flow against a running Prefect server 3.8 -> 3.4 s. The collector still runs,
+(peak RSS unchanged); a no-op flow against a running Prefect server 3.8 -> 3.5 s. The collector still runs,
 so a long training or flow frees its cyclic garbage as before. Outputs are byte-identical.
 """
 

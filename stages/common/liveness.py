@@ -168,8 +168,7 @@ def _claim_outputs(stage: str, cmd: str) -> None:
     from dvc.fs import localfs
     from dvc.rwlock import _edit_rwlock
 
-    # Under DVC (or the flow) the dependencies are hashed in the same lookup, for the MLflow lineage.
-    found = dvc_stage.lookup(stage, hash_deps=os.environ.get("DVC_STAGE") == stage)
+    found = dvc_stage.lookup(stage)  # under DVC it also hashes the dependencies, for tracking's lineage
     if found is None:
         return
     outs, tmp_dir, hardlink = found.outs, found.tmp_dir, found.hardlink_lock

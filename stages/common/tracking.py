@@ -47,7 +47,7 @@ def git_commit() -> str:
 
 def dvc_deps(stage: str) -> list[dict]:
     """The stage's dependencies with the hashes DVC computes for them (files, dirs and params)."""
-    found = dvc_stage.lookup(stage, hash_deps=True)  # the same call as liveness's under DVC: one lookup
+    found = dvc_stage.lookup(stage)  # cached: the lookup liveness made at start
     return list(found.deps) if found else []
 
 
